@@ -1,0 +1,312 @@
+"""The job spec: one YAML file under jobs/ describes one job, validated once at the edge.
+
+Every part is a small pydantic model with ``extra="forbid"`` so a typo is an error,
+not a silently ignored key. The spec is the single config object that flows inward
+from the CLI; nothing below the CLI reads YAML or environment variables for settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class SpecError(ValueError):
+    """A job spec that cannot be used. ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentSpec(_Part):
+    """Training-time augmentation, as in the classic recipes (small affine jitter)."""
+
+    enabled: bool = False
+    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
+    max_shift: float = Field(0.1, ge=0, le=0.5, description="fraction of the image side")
+
+
+class DatasetSpec(_Part):
+    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "parquet"] = "digits"
+    path: str | None = Field(None, description="root folder / URL for sources that read files")
+    download: bool = False
+    image_size: int | None = Field(None, ge=8, le=256, description="resize to this square size")
+    channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = Field(0, ge=0)
+    image_column: str = "image"
+    label_column: str = "label"
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for reading the input (endpoint, profile ...)"
+    )
+    streaming: bool = Field(False, description="stream training data through Ray Data (image_folder, parquet)")
+    augment: AugmentSpec = AugmentSpec()
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DatasetSpec:
+        if self.source in ("image_folder", "parquet") and not self.path:
+            raise ValueError(f"dataset.path is required for source {self.source!r}")
+        if self.streaming and self.source not in ("image_folder", "parquet"):
+            raise ValueError("dataset.streaming works for the image_folder and parquet sources")
+        return self
+
+
+class _ModelBase(_Part):
+    latent_dim: int = Field(64, ge=2, le=1024)
+    base_channels: int = Field(64, ge=8, le=1024)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+
+class DCGANSpec(_ModelBase):
+    kind: Literal["dcgan"] = "dcgan"
+    label_smoothing: float = Field(0.1, ge=0, lt=0.5)
+
+
+class VAESpec(_ModelBase):
+    kind: Literal["vae"]
+    beta: float = Field(1.0, gt=0)
+
+
+class DDPMSpec(_ModelBase):
+    kind: Literal["ddpm"]
+    timesteps: int = Field(400, ge=10, le=4000)
+    schedule: Literal["linear", "cosine"] = "cosine"
+    cond_drop_prob: float = Field(0.1, ge=0, lt=1, description="label dropout for classifier-free guidance")
+    guidance_scale: float = Field(2.0, ge=0, le=20)
+    sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps at sampling time")
+
+    @model_validator(mode="after")
+    def _steps(self) -> DDPMSpec:
+        if self.sample_steps > self.timesteps:
+            raise ValueError("model.sample_steps cannot exceed model.timesteps")
+        return self
+
+
+ModelSpec = Annotated[DCGANSpec | VAESpec | DDPMSpec, Field(discriminator="kind")]
+
+
+class TrainSpec(_Part):
+    epochs: int = Field(20, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=65_536, description="per worker")
+    lr: float = Field(2e-4, gt=0, le=1)
+    betas: tuple[float, float] = (0.5, 0.999)
+    num_workers: int = Field(2, ge=1, le=4096)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, ge=0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts (-1: unlimited)")
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    init_from: str | None = Field(None, description="checkpoint URL to start from (fine-tuning)")
+    init_label_map: Literal["strict", "reinit"] = Field(
+        "strict", description="what to do when init_from has a different class count"
+    )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("betas must lie in [0, 1)")
+        return v
+
+
+class SampleSpec(_Part):
+    num_images: int = Field(10_000, ge=1, le=10_000_000_000)
+    per_class: dict[int, int] | None = Field(
+        None, description="explicit image count per class label; overrides num_images"
+    )
+    labels: list[int] | None = Field(None, description="restrict uniform sampling to these labels")
+    shard_size: int = Field(2_000, ge=1, le=10_000_000)
+    num_actors: int | None = Field(None, ge=1, le=4096, description="default: one per GPU, else 2")
+    use_gpu: bool | None = Field(None, description="default: train.use_gpu")
+    batch_size: int = Field(1024, ge=1, le=1_048_576)
+    format: Literal["png", "raw"] = "png"
+    seed: int = Field(0, ge=0)
+    output: str = Field("outputs/datasets", description="fsspec URL of the dataset root")
+    grid_per_class: int = Field(10, ge=1, le=64)
+
+    @field_validator("per_class")
+    @classmethod
+    def _counts(cls, v: dict[int, int] | None) -> dict[int, int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("per_class must not be empty")
+            bad = {k: c for k, c in v.items() if c < 0 or k < 0}
+            if bad:
+                raise ValueError(f"labels and counts must be >= 0, got {bad}")
+            if sum(v.values()) == 0:
+                raise ValueError("per_class counts sum to 0")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(x < 0 for x in v) or len(set(v)) != len(v)):
+            raise ValueError("labels must be a non-empty list of distinct non-negative ints")
+        return v
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_class.values()) if self.per_class else self.num_images
+
+
+class GateSpec(_Part):
+    """Quality measurement and thresholds; a run that misses one is retrained or fails, and
+    publishes nothing. Thresholds left out are measured and reported but don't gate."""
+
+    measure: bool = Field(True, description="measure quality on every run (FID, CAS, uplift, memorization)")
+    fid_max: float | None = Field(None, gt=0)
+    cas_min: float | None = Field(None, ge=0, le=1)
+    memorization_max: float | None = Field(None, ge=0, le=1)
+    uplift_min: float | None = None
+    eval_images: int = Field(2_000, ge=100)
+    retries: int = Field(0, ge=0, le=10)
+    retry_epochs_factor: float = Field(2.0, ge=1.0, description="epochs multiply by this on each retry")
+
+
+class ScheduleSpec(_Part):
+    cron: str = Field(..., description="5-field cron expression, e.g. '0 2 * * *'")
+    timezone: str = "UTC"
+    catchup_days: int = Field(3, ge=0, le=366)
+    retention: int | None = Field(None, ge=1, description="keep the last N date partitions")
+    lease_seconds: int = Field(6 * 3600, ge=60)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from pipeline.schedule import check_cron
+
+        try:
+            return check_cron(v)  # normalised: 5 fields, macros expanded
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("schedule.cron: ")) from None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from pipeline.schedule import check_timezone
+
+        try:
+            return check_timezone(v)
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("schedule.timezone: ")) from None
+
+
+class JobSpec(_Part):
+    name: str = Field(..., pattern=NAME_RE)
+    description: str = ""
+    dataset: DatasetSpec = DatasetSpec()
+    model: ModelSpec = DCGANSpec()
+    train: TrainSpec = TrainSpec()
+    sample: SampleSpec = SampleSpec()
+    gate: GateSpec = GateSpec()
+    schedule: ScheduleSpec | None = None
+    storage: str = Field("outputs/runs", description="fsspec URL for checkpoints, caches and run state")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
+    shared_storage: bool = Field(False, description="a local path that every node mounts (NFS)")
+
+    def spec_hash(self) -> str:
+        """Hash of everything that determines the published rows.
+
+        Not where they go, not credentials, not knobs that only change speed or resilience
+        (actor count, batch size: generation runs in fixed-shape blocks, see sample/generate.py).
+        """
+        d = self.model_dump(mode="json", exclude={"storage_options", "description", "schedule", "gate",
+                                                  "storage", "shared_storage"})
+        for k in ("output", "num_actors", "batch_size", "grid_per_class"):
+            d["sample"].pop(k, None)
+        d["dataset"].pop("storage_options", None)
+        for k in ("max_failures", "checkpoint_every", "resources_per_worker", "cpus_per_worker"):
+            d["train"].pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def train_hash(self) -> str:
+        """Hash of what determines the trained weights (a sampling change keeps the checkpoint)."""
+        d = self.model_dump(mode="json", include={"name", "dataset", "model", "train"})
+        d["dataset"].pop("storage_options", None)
+        for k in ("max_failures", "checkpoint_every", "resources_per_worker", "cpus_per_worker"):
+            d["train"].pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    # discriminated unions put the tag in the path (model.vae.beta): drop it
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("dcgan", "vae", "ddpm"))]
+    return ".".join(parts) or "<root>"
+
+
+def errors_of(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(f"{_fmt_loc(e['loc'])}: {msg}")
+    return out
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError(source, ["the top level must be a mapping of keys to values"])
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, errors_of(exc)) from None
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Read and validate a YAML job spec. Raises SpecError with one line per problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(str(path), ["file not found"])
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(str(path), [f"malformed YAML: {where}{problem}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError(str(path), ["not a text file"]) from None
+    if overrides:
+        data = deep_merge(data or {}, overrides)
+    return parse_spec(data, str(path))
+
+
+def deep_merge(base: Any, over: dict[str, Any]) -> Any:
+    if not isinstance(base, dict):
+        return over
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out.get(k), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``train.epochs=3`` style overrides from the CLI; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpecError("--set", [f"{item!r}: expected key.path=value"])
+        key, raw = item.split("=", 1)
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*", key):
+            raise SpecError("--set", [f"{key!r}: not a field path"])
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
