@@ -1,0 +1,140 @@
+"""One small interface for every generator family, and the registry that picks one by name.
+
+A family owns its networks (``nets``), knows how to take one training step on a batch,
+and how to turn per-image noise plus labels into images in [-1, 1]. The training loop,
+the sampler and the checkpoint code only talk to this interface (torchtitan's habit:
+components chosen by name from a registry; the loop knows nothing of the model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pipeline.spec import TrainSpec
+
+ImageShape = tuple[int, int, int]  # (channels, height, width)
+
+
+class ModelFamily(ABC):
+    kind: ClassVar[str]
+    #: the net whose EMA copy generates images (generator / decoder / unet)
+    sampler_net: ClassVar[str]
+
+    def __init__(self, spec: Any, image_shape: ImageShape, num_classes: int):
+        self.spec = spec
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.nets: dict[str, nn.Module] = self.build()
+        self.ema: nn.Module = copy.deepcopy(self.nets[self.sampler_net]).eval().requires_grad_(False)
+
+    # -- building -------------------------------------------------------------------------
+    @abstractmethod
+    def build(self) -> dict[str, nn.Module]:
+        """Create the trainable networks, keyed by name."""
+
+    @abstractmethod
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the per-image noise that ``generate`` consumes."""
+
+    def make_optimizers(self, nets: dict[str, nn.Module], train: TrainSpec) -> dict[str, torch.optim.Optimizer]:
+        return {
+            name: torch.optim.Adam(net.parameters(), lr=train.lr, betas=tuple(train.betas))
+            for name, net in nets.items()
+        }
+
+    # -- training -------------------------------------------------------------------------
+    @abstractmethod
+    def train_step(
+        self,
+        nets: dict[str, nn.Module],
+        opts: dict[str, torch.optim.Optimizer],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        autocast: contextlib.AbstractContextManager,
+    ) -> dict[str, float]:
+        """One optimisation step on a batch (x in [-1, 1], NCHW; y int64). Returns losses.
+
+        ``nets`` are the (possibly DDP-wrapped) versions of ``self.nets``.
+        """
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = float(self.spec.ema_decay)
+        src = self.nets[self.sampler_net]
+        for e, p in zip(self.ema.parameters(), src.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), src.buffers(), strict=True):
+            e.copy_(b)
+
+    # -- sampling -------------------------------------------------------------------------
+    @abstractmethod
+    def generate(self, net: nn.Module, noise: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (NCHW float) from per-image noise and labels.
+
+        ``seeds`` are the per-image seeds, for families that need more randomness than
+        ``noise`` (stochastic samplers draw it with :func:`pipeline.rng.seeded_normal`).
+        Must be a per-image function: image i depends only on noise[i], y[i], seeds[i].
+        """
+
+    # -- state ----------------------------------------------------------------------------
+    def to(self, device: torch.device | str) -> ModelFamily:
+        for n in self.nets.values():
+            n.to(device)
+        self.ema.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "ema": self.ema.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != self.kind:
+            raise ValueError(f"checkpoint holds a {state.get('kind')!r} model, the spec asks for {self.kind!r}")
+        if tuple(state.get("image_shape", ())) != self.image_shape:
+            raise ValueError(
+                f"checkpoint image shape {tuple(state.get('image_shape', ()))} != dataset's {self.image_shape}"
+            )
+        if state.get("num_classes") != self.num_classes:
+            raise ValueError(f"checkpoint has {state.get('num_classes')} classes, the dataset {self.num_classes}")
+        for k, v in self.nets.items():
+            v.load_state_dict(state["nets"][k])
+        self.ema.load_state_dict(state["ema"])
+
+
+REGISTRY: dict[str, type[ModelFamily]] = {}
+
+
+def register(cls: type[ModelFamily]) -> type[ModelFamily]:
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def build_model(spec: Any, image_shape: ImageShape, num_classes: int) -> ModelFamily:
+    # importing the package registers every family
+    import pipeline.models  # noqa: F401
+
+    try:
+        cls = REGISTRY[spec.kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {spec.kind!r}; known: {sorted(REGISTRY)}") from None
+    return cls(spec, image_shape, num_classes)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] NCHW float -> NHWC uint8 on the same device."""
+    return ((x.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,126 @@
+"""Conditional DCGAN (Radford et al. 2015, conditioned as in Mirza & Osindero 2014).
+
+The generator maps (z, label embedding) to a small spatial map and doubles it with
+transposed convolutions until it reaches the image size; the discriminator mirrors it
+and sees the label as extra one-hot channels. Depth follows the image size.
+Sampling uses an EMA of the generator's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.base import ImageShape, ModelFamily, register
+
+
+def upsampling_plan(size: int, max_doublings: int = 4) -> tuple[int, int]:
+    """(start side, number of doublings) so that start * 2**k is as close to ``size`` as possible.
+
+    8 -> (2, 2); 28 -> (7, 2); 32 -> (4, 3); 64 -> (4, 4). A size that doesn't divide
+    evenly is generated at the next size up and resized.
+    """
+    min_start = 2 if size <= 8 else 4
+    start, k = size, 0
+    while start % 2 == 0 and start // 2 >= min_start and k < max_doublings:
+        start //= 2
+        k += 1
+    if k == 0:  # odd or tiny sizes: start small and resize at the end
+        k = max(1, min(max_doublings, int(size).bit_length() - 2))
+        start = -(-size // (2**k))
+    return start, k
+
+
+class Generator(nn.Module):
+    def __init__(self, image_shape: ImageShape, num_classes: int, latent_dim: int, base: int):
+        super().__init__()
+        c, h, w = image_shape
+        self.out_size = (h, w)
+        self.start, k = upsampling_plan(max(h, w))
+        width = [min(base * 2 ** (k - i), base * 8) for i in range(k + 1)]
+        self.embed = nn.Embedding(num_classes, latent_dim)
+        self.project = nn.Sequential(
+            nn.Linear(2 * latent_dim, width[0] * self.start * self.start, bias=False),
+            nn.BatchNorm1d(width[0] * self.start * self.start),
+            nn.ReLU(True),
+        )
+        layers: list[nn.Module] = []
+        for i in range(k):
+            last = i == k - 1
+            cout = c if last else width[i + 1]
+            layers.append(nn.ConvTranspose2d(width[i], cout, 4, 2, 1, bias=last))
+            if not last:
+                layers += [nn.BatchNorm2d(cout), nn.ReLU(True)]
+        self.body = nn.Sequential(*layers)
+        self.width0 = width[0]
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.project(torch.cat([z, self.embed(y)], dim=1))
+        h = h.view(-1, self.width0, self.start, self.start)
+        x = self.body(h)
+        if tuple(x.shape[-2:]) != self.out_size:
+            x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
+        return torch.tanh(x)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, image_shape: ImageShape, num_classes: int, base: int):
+        super().__init__()
+        c, h, w = image_shape
+        self.num_classes = num_classes
+        _, k = upsampling_plan(max(h, w))
+        layers: list[nn.Module] = []
+        cin = c + num_classes
+        for i in range(k):
+            cout = min(base * 2**i, base * 8)
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2, True), nn.Dropout2d(0.1)]
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        h = self.body(torch.cat([x, onehot], dim=1))
+        return self.head(h.mean(dim=(2, 3))).squeeze(1)
+
+
+@register
+class DCGAN(ModelFamily):
+    kind = "dcgan"
+    sampler_net = "generator"
+
+    def build(self) -> dict[str, nn.Module]:
+        s = self.spec
+        return {
+            "generator": Generator(self.image_shape, self.num_classes, s.latent_dim, s.base_channels),
+            "discriminator": Discriminator(self.image_shape, self.num_classes, s.base_channels),
+        }
+
+    def noise_shape(self) -> tuple[int, ...]:
+        return (self.spec.latent_dim,)
+
+    def train_step(self, nets, opts, x, y, autocast=contextlib.nullcontext()):  # type: ignore[override]
+        g, d = nets["generator"], nets["discriminator"]
+        bce = nn.functional.binary_cross_entropy_with_logits
+        b = x.shape[0]
+        real_target = torch.full((b,), 1.0 - self.spec.label_smoothing, device=x.device)
+        zeros = torch.zeros(b, device=x.device)
+        z = torch.randn(b, self.spec.latent_dim, device=x.device)
+        with autocast:
+            fake = g(z, y)
+            loss_d = bce(d(x, y).float(), real_target) + bce(d(fake.detach(), y).float(), zeros)
+        opts["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opts["discriminator"].step()
+        with autocast:
+            loss_g = bce(d(fake, y).float(), torch.ones(b, device=x.device))
+        opts["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opts["generator"].step()
+        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach())}
+
+    def generate(self, net, noise, y, seeds):  # type: ignore[override]
+        return net(noise, y)
