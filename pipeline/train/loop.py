@@ -1,0 +1,147 @@
+"""The training loop that runs inside every Ray Train worker, top to bottom.
+
+DDP over gloo (CPU) or nccl (GPU) is set up by Ray Train; this function only sees its
+rank. Every worker loads the (small) dataset, takes its slice through a
+``DistributedSampler`` and steps the model family's nets, wrapped by ``prepare_model``.
+Rank 0 writes a checkpoint every ``checkpoint_every`` epochs and at the end; all ranks
+call ``ray.train.report`` the same number of times (it is a barrier).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from pipeline.faults import maybe_exit
+from pipeline.rng import derive_seed
+from pipeline.spec import JobSpec
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    import ray.train
+    import ray.train.torch
+
+    from pipeline.data import load_dataset
+    from pipeline.data.augment import random_affine
+    from pipeline.models import build_model
+    from pipeline.train.checkpoint import load_checkpoint, load_state_bytes, save_checkpoint_dir
+
+    spec = JobSpec.model_validate(config["spec"])
+    tr = spec.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
+
+    data = load_dataset(spec.dataset)
+    _seed_everything(derive_seed(tr.seed, "init"))  # identical initial weights on every rank
+    fam = build_model(spec.model, data.image_shape, data.num_classes)
+    fam.to(device)
+    nets = {k: ray.train.torch.prepare_model(v) for k, v in fam.nets.items()}
+    opts = fam.make_optimizers(fam.nets, tr)
+
+    start_epoch, step, history = 0, 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:  # resume this run (a worker-group restart or the same command run again)
+        with ckpt.as_directory() as d:
+            with open(os.path.join(d, "state.pt"), "rb") as f:
+                state = load_state_bytes(f.read(), "run checkpoint", device)
+        if state.get("train_hash") != config["train_hash"]:
+            raise ValueError("the run's checkpoint was written by a different training config")
+        fam.load_state_dict(state["model"])
+        for k, o in opts.items():
+            o.load_state_dict(state["opts"][k])
+        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+    elif config.get("start_from"):  # a new run seeded from another checkpoint
+        state, _ = load_checkpoint(config["start_from"]["url"], spec.storage_options, device)
+        if config["start_from"]["mode"] == "resume":  # gate retry: continue the same training
+            fam.load_state_dict(state["model"])
+            for k, o in opts.items():
+                o.load_state_dict(state["opts"][k])
+            start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        else:  # fine-tuning: weights only, fresh optimizers, epoch 0
+            from pipeline.train.finetune import load_weights_for_finetune
+
+            load_weights_for_finetune(fam, state["model"], tr.init_label_map)
+
+    dataset = TensorDataset(data.train_x, data.train_y)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=tr.seed,
+                                 drop_last=True)
+    batch = min(tr.batch_size, max(1, len(dataset) // world))
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
+    use_bf16 = device.type == "cuda" and tr.bf16
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    result: dict[str, Any] = {"epoch": start_epoch, "step": step}
+    first_epoch = start_epoch
+    for epoch in range(start_epoch, tr.epochs):
+        if rank == 0:
+            maybe_exit(config.get("faults"), "train_exit_at_epoch", epoch)
+        _seed_everything(derive_seed(tr.seed, rank, epoch))  # RNG state = f(seed, rank, epoch)
+        sampler.set_epoch(epoch)
+        aug_gen = torch.Generator().manual_seed(derive_seed(tr.seed, rank, epoch, "augment"))
+        for n in nets.values():
+            n.train()
+        t0, sums, batches = time.perf_counter(), {}, 0
+        for x, y in loader:
+            x = random_affine(x, spec.dataset.augment, aug_gen).to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            losses = fam.train_step(nets, opts, x, y, autocast())
+            fam.update_ema()
+            step += 1
+            batches += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+        seconds = time.perf_counter() - t0
+        metrics = {k: v / max(batches, 1) for k, v in sums.items()}
+        metrics.update(epoch=epoch + 1, step=step, seconds=round(seconds, 3),
+                       images_per_s=round(batches * batch * world / max(seconds, 1e-9), 1))
+        history.append(metrics)
+        last = epoch + 1 == tr.epochs
+        if rank == 0:
+            print(f"epoch {epoch + 1}/{tr.epochs} "
+                  + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("loss"))
+                  + f" {metrics['images_per_s']:.0f} img/s", flush=True)
+            board = config.get("progress_actor")
+            if board is not None:
+                board.update.remote("train", epoch + 1, tr.epochs, metrics)
+        if (epoch + 1) % tr.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt_obj = None
+                if rank == 0:
+                    state = {
+                        "format": 1,
+                        "model": fam.state_dict(),
+                        "opts": {k: o.state_dict() for k, o in opts.items()},
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "history": history,
+                        "train_hash": config["train_hash"],
+                        "meta": config["meta"],
+                    }
+                    save_checkpoint_dir(tmp, state, dict(config["meta"], epoch=epoch + 1, step=step))
+                    ckpt_obj = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=ckpt_obj, checkpoint_dir_name=f"epoch-{epoch + 1:05d}")
+        else:
+            ray.train.report(metrics)
+        result = {"epoch": epoch + 1, "step": step, **metrics}
+    result["history"] = history
+    result["start_epoch"] = first_epoch
+    return result
