@@ -1,0 +1,284 @@
+"""The ``genpipe`` command: the only place that reads argv, YAML paths and the environment.
+
+Exit codes: 0 success, 1 the job failed (training error, quality gate), 2 bad input
+(spec, data, paths, resources the cluster can never give), 3 cluster unreachable.
+Every failure is one line on stderr, never a traceback (GENPIPE_DEBUG=1 shows it).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from pipeline.spec import JobSpec, SpecError, load_spec, parse_overrides
+
+app = typer.Typer(
+    name="genpipe",
+    help="Train class-conditional image generators on Ray, gate them on quality, publish synthetic datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schedule_app = typer.Typer(help="Nightly schedules with logical dates (for cron, systemd timers, k8s CronJobs).",
+                           no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def _err(msg: str, code: int) -> typer.Exit:
+    from pipeline.publish.storage import redact
+
+    typer.echo(f"genpipe: error: {redact(msg)}", err=True)
+    return typer.Exit(code)
+
+
+def cli_errors(fn: F) -> F:
+    """Map the project's exceptions to one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.data import DataError
+        from pipeline.runner import BadInput, JobFailed
+        from pipeline.train.checkpoint import CheckpointError
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SpecError as exc:
+            for p in exc.problems:
+                typer.echo(f"{exc.source}: {p}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except (BadInput, DataError, CheckpointError) as exc:
+            raise _err(str(exc), EXIT_BAD_INPUT) from None
+        except JobFailed as exc:
+            raise _err(str(exc), EXIT_FAILED) from None
+        except ConnectionError as exc:
+            raise _err(f"cluster unreachable: {exc}", EXIT_UNREACHABLE) from None
+        except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise _err(f"{type(exc).__name__}: {exc}", EXIT_BAD_INPUT) from None
+        except Exception as exc:
+            if os.environ.get("GENPIPE_DEBUG"):
+                raise
+            code = getattr(exc, "exit_code", EXIT_FAILED)
+            raise _err(f"{type(exc).__name__}: {exc}", code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s genpipe %(message)s", stream=sys.stderr)
+
+
+def logical_date(value: str | None) -> str:
+    if value is None:
+        return datetime.now(UTC).date().isoformat()
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise SpecError("--date", [f"{value!r}: expected YYYY-MM-DD"]) from None
+
+
+def load(spec_path: str, overrides: list[str] | None) -> JobSpec:
+    return load_spec(spec_path, parse_overrides(overrides or []))
+
+
+SpecArg = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/digits-dcgan.yaml")]
+DateOpt = Annotated[str | None, typer.Option("--date", help="logical date YYYY-MM-DD (default: today, UTC)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a field: --set train.epochs=3")]
+AddrOpt = Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS",
+                                             help="Ray dashboard / Jobs API address, e.g. http://HEAD:8265")]
+
+
+@app.command()
+@cli_errors
+def validate(specs: Annotated[list[str], typer.Argument(help="one or more job specs")]) -> None:
+    """Check job specs; print every problem with its field path (exit 2 if any).
+
+    Example: genpipe validate jobs/*.yaml
+    """
+    bad = 0
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            bad += 1
+            for p in exc.problems:
+                typer.echo(f"{path}: {p}", err=True)
+            continue
+        typer.echo(f"{path}: ok ({spec.name}: {spec.model.kind} on {spec.dataset.source}, "
+                   f"{spec.sample.total} images)")
+    if bad:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+@cli_errors
+def run(
+    spec_path: SpecArg,
+    date_: DateOpt = None,
+    overrides: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a partition published by a different spec")] = False,
+    address: Annotated[str | None, typer.Option("--address", help="ray://... or auto; default: RAY_ADDRESS, "
+                                                "else an embedded local Ray")] = None,
+) -> None:
+    """Run a job here: train -> evaluate -> sample -> publish. Re-running resumes.
+
+    Example: genpipe run jobs/digits-dcgan.yaml --date 2026-11-25
+    """
+    from pipeline.runner import run_job
+
+    setup_logging()
+    spec = load(spec_path, overrides)
+    out = run_job(spec, logical_date(date_), overwrite=overwrite, address=address)
+    typer.echo(f"{out.status}: {out.rows} rows, {out.shards} shards -> {out.partition}")
+
+
+@app.command()
+@cli_errors
+def inspect(
+    url: Annotated[str, typer.Argument(help="a published partition or dataset root (any fsspec URL)")],
+    grid: Annotated[str | None, typer.Option(help="write a per-class grid PNG here")] = "grid.png",
+) -> None:
+    """Summarise a published dataset: rows, per-label counts, shards, metrics; write a grid PNG.
+
+    Example: genpipe inspect outputs/datasets/digits-dcgan/date=2026-11-25
+    """
+    from pipeline.inspect import inspect_dataset
+
+    summary = inspect_dataset(url, grid_path=grid)
+    typer.echo(summary)
+
+
+def _partitions(spec: JobSpec) -> tuple[Callable[[], list[date]], Callable[[date], None]]:
+    """List / remove the job's published date partitions (for retention)."""
+    from pipeline.publish.commit import partition_url
+    from pipeline.publish.storage import join, url_to_fs
+
+    root = join(spec.sample.output, spec.name)
+    fs, path = url_to_fs(root, spec.storage_options)
+
+    def list_partitions() -> list[date]:
+        if not fs.exists(path):
+            return []
+        out = []
+        for p in fs.ls(path, detail=False):
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("date=") and fs.exists(f"{p.rstrip('/')}/manifest.json"):
+                out.append(date.fromisoformat(name.removeprefix("date=")))
+        return sorted(out)
+
+    def remove_partition(d: date) -> None:
+        _, ppath = url_to_fs(partition_url(spec.sample.output, spec.name, d.isoformat()), spec.storage_options)
+        fs.rm(ppath, recursive=True)
+
+    return list_partitions, remove_partition
+
+
+def _now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise SpecError("--now", [f"{value!r}: expected an ISO time, e.g. 2026-11-25T03:00:00+00:00"]) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _scheduled(spec_path: str, overrides: list[str] | None) -> JobSpec:
+    spec = load(spec_path, overrides)
+    if spec.schedule is None:
+        raise SpecError(spec_path, ["schedule: this job has no schedule block"])
+    return spec
+
+
+NowOpt = Annotated[str | None, typer.Option("--now", help="pretend it is this time (ISO 8601); default: now")]
+
+
+@schedule_app.command("run-due")
+@cli_errors
+def schedule_run_due(spec_path: SpecArg, address: AddrOpt = None, now: NowOpt = None,
+                     overrides: SetOpt = None) -> None:
+    """Run (or submit) every logical date that is due, then apply retention. Safe to trigger often.
+
+    Example (crontab): */15 * * * *  genpipe schedule run-due jobs/nightly-augment.yaml
+    """
+    from pipeline.schedule import run_due
+
+    setup_logging()
+    spec = _scheduled(spec_path, overrides)
+    list_partitions, remove_partition = _partitions(spec)
+
+    def run_one(d: date) -> Any:
+        if address:
+            from pipeline.submit import submit
+
+            return submit(spec_path, spec, address=address, date=d.isoformat(), wait=True)
+        from pipeline.runner import run_job
+
+        return run_job(spec, d.isoformat())
+
+    res = run_due(spec, now=_now(now), run_one=run_one, state_url=spec.storage, list_partitions=list_partitions,
+                  remove_partition=remove_partition)
+    if res.lease_held_by:
+        typer.echo(f"another run holds the lease ({res.lease_held_by}): nothing done")
+        return
+    typer.echo(f"ran: {[d.isoformat() for d in res.ran] or 'nothing due'}"
+               + (f"; removed: {res.removed_partitions}" if res.removed_partitions else ""))
+    if res.failed:
+        raise _err("failed: " + "; ".join(f"{d}: {e}" for d, e in res.failed.items()), EXIT_FAILED)
+
+
+@schedule_app.command("show")
+@cli_errors
+def schedule_show(spec_path: SpecArg, now: NowOpt = None, count: int = 5) -> None:
+    """Print the next fire times, the dates due now and the recorded state.
+
+    Example: genpipe schedule show jobs/nightly-augment.yaml
+    """
+    from pipeline.schedule import ScheduleState, due_dates, next_runs
+
+    spec = _scheduled(spec_path, None)
+    t = _now(now)
+    state = ScheduleState(spec.storage, spec.name, spec.storage_options).load()
+    typer.echo(f"{spec.name}: cron '{spec.schedule.cron}' ({spec.schedule.timezone}), "
+               f"catch-up {spec.schedule.catchup_days} days, retention {spec.schedule.retention or 'all'}")
+    typer.echo("next runs: " + ", ".join(r.isoformat() for r in next_runs(spec.schedule, t, count)))
+    due = due_dates(spec.schedule, t, state.done_dates(), since=state.first_date)
+    typer.echo("due now: " + (", ".join(d.isoformat() for d in due) or "nothing"))
+    for d in sorted(state.done_dates() | state.live_dates()):
+        typer.echo(f"  {d.isoformat()}: {state.entry(d)}")
+
+
+@schedule_app.command("emit")
+@cli_errors
+def schedule_emit(spec_path: SpecArg,
+                  fmt: Annotated[str, typer.Option("--format", help="crontab | systemd | k8s")] = "crontab",
+                  address: AddrOpt = None) -> None:
+    """Print an install snippet that triggers run-due: a crontab line, systemd units or a k8s CronJob.
+
+    Example: genpipe schedule emit jobs/nightly-augment.yaml --format k8s > cronjob.yaml
+    """
+    from pipeline.schedule import emit
+
+    if fmt not in ("crontab", "systemd", "k8s"):
+        raise SpecError("--format", [f"{fmt!r}: expected crontab, systemd or k8s"])
+    spec = _scheduled(spec_path, None)
+    typer.echo(emit(spec, fmt, spec_path=spec_path, address=address))  # type: ignore[arg-type]
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,165 @@
+"""The run report: per-class sample grids, loss curves, the metrics beside the real
+baselines and the spec, in one self-contained ``report.html`` (images embedded).
+
+Artifacts go to ``<partition>/_report/`` (underscore: Parquet readers skip it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pipeline.spec import JobSpec
+
+REPORT_DIR = "_report"
+
+
+def grid_png(images: np.ndarray, labels: np.ndarray, class_names: list[str], per_class: int = 10,
+             scale: int | None = None) -> bytes:
+    """One row per class (first ``per_class`` images of each), upscaled for viewing."""
+    from PIL import Image
+
+    h, w, c = images.shape[1:]
+    scale = scale or max(1, 48 // max(h, w))
+    rows = []
+    for k in range(len(class_names)):
+        sel = images[labels == k][:per_class]
+        row = np.zeros((h, w * per_class, c), np.uint8)
+        for j, img in enumerate(sel):
+            row[:, j * w:(j + 1) * w] = img
+        rows.append(row)
+    grid = np.concatenate(rows, axis=0) if rows else np.zeros((h, w, c), np.uint8)
+    grid = grid.repeat(scale, 0).repeat(scale, 1)
+    im = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_images(table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 NHWC, labels) from a published table (PNG or raw format)."""
+    from PIL import Image
+
+    col = table.column("image").to_pylist()
+    labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
+    if col and isinstance(col[0], dict):
+        imgs = [np.asarray(Image.open(io.BytesIO(v["bytes"]))) for v in col]
+    else:
+        hs, ws, cs = (table.column(k).to_pylist() for k in ("height", "width", "channels"))
+        imgs = [np.frombuffer(b, np.uint8).reshape(h, w, c) for b, h, w, c in zip(col, hs, ws, cs, strict=True)]
+    arr = np.stack([i if i.ndim == 3 else i[..., None] for i in imgs]) if imgs else np.zeros((0, 1, 1, 1), np.uint8)
+    return arr, labels
+
+
+def read_some(partition: str, files: list[str], per_class: int, num_classes: int, so: dict[str, Any]):
+    """Enough rows of a published partition to fill a grid (reads shards until every class has enough)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.publish.storage import join, url_to_fs
+
+    imgs, labs = [], []
+    for name in files:
+        fs, path = url_to_fs(join(partition, name), so)
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f, columns=[c for c in ("image", "label", "height", "width", "channels")
+                                          if c in pq.read_schema(f).names])
+        a, b = decode_images(t)
+        imgs.append(a)
+        labs.append(b)
+        counts = np.bincount(np.concatenate(labs), minlength=num_classes)
+        if counts.min() >= per_class or len(imgs) >= 8:
+            break
+    return np.concatenate(imgs), np.concatenate(labs)
+
+
+def _svg_curves(history: list[dict[str, Any]], width: int = 520, height: int = 220) -> str:
+    keys = sorted({k for h in history for k in h if k.startswith("loss")})
+    if not history or not keys:
+        return "<p>no loss history</p>"
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    vals = np.array([[h.get(k, np.nan) for k in keys] for h in history], dtype=float)
+    lo, hi = np.nanmin(vals), np.nanmax(vals)
+    span = (hi - lo) or 1.0
+    n = len(history)
+    out = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" '
+           f'style="border:1px solid #ccc;background:#fff">']
+    for j, k in enumerate(keys):
+        pts = " ".join(
+            f"{30 + (width - 40) * (i / max(n - 1, 1)):.1f},{height - 20 - (height - 40) * (v - lo) / span:.1f}"
+            for i, v in enumerate(vals[:, j]) if np.isfinite(v))
+        out.append(f'<polyline fill="none" stroke="{colors[j % 4]}" stroke-width="2" points="{pts}"/>')
+        out.append(f'<text x="{40 + 110 * j}" y="14" fill="{colors[j % 4]}" font-size="12">{html.escape(k)}</text>')
+    out.append(f'<text x="2" y="{height - 4}" font-size="10">min {lo:.3g}</text>')
+    out.append(f'<text x="2" y="28" font-size="10">max {hi:.3g}</text>')
+    out.append(f'<text x="{width - 90}" y="{height - 4}" font-size="10">epoch 1..{n}</text></svg>')
+    return "".join(out)
+
+
+#: (metric, its real-data baseline, meaning)
+ROWS = [
+    ("fid", "fid_real_floor", "FID on the feature net (lower is better); baseline: real train vs real test"),
+    ("cas", "real_acc", "classifier trained on synthetic only, accuracy on real test; baseline: trained on real"),
+    ("cas_ratio", None, "CAS / real-trained accuracy"),
+    ("uplift_mean", "uplift_base_acc", "accuracy gain from adding synthetic to 10% of the real data; baseline: 10% alone"),
+    ("memorization", None, "fraction of samples nearer one training image than 1/3 of the second nearest"),
+    ("feature_net_test_acc", None, "feature network's accuracy on the real test split"),
+]
+
+
+def render_html(spec: JobSpec, manifest: dict[str, Any], history: list[dict[str, Any]],
+                metrics: dict[str, Any] | None, grid: bytes) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    m = metrics or {}
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{fmt(m[k])}</td><td>{fmt(m.get(b, '')) if b else ''}</td><td>{html.escape(d)}</td></tr>"
+        for k, b, d in ROWS if k in m)
+    gate = m.get("gate_failures")
+    verdict = "not measured" if not m else ("passed" if not gate else "FAILED: " + "; ".join(gate))
+    counts = manifest.get("label_counts", {})
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json", exclude={"storage_options"}), sort_keys=False)
+    b64 = base64.b64encode(grid).decode()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>genpipe report: {html.escape(spec.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
+<h1>{html.escape(spec.name)} &mdash; {html.escape(str(manifest.get('date')))}</h1>
+<p>{manifest.get('num_rows')} images in {len(manifest.get('files', []))} shards, model {html.escape(spec.model.kind)},
+checkpoint <code>{html.escape(str(manifest.get('checkpoint_digest', ''))[:16])}</code>, spec hash
+<code>{html.escape(str(manifest.get('spec_hash', ''))[:16])}</code>. Quality gate: <b>{html.escape(verdict)}</b></p>
+<h2>Samples (one row per class)</h2><img alt="sample grid" src="data:image/png;base64,{b64}" style="image-rendering:pixelated">
+<h2>Quality</h2><table><tr><th>metric</th><th>generated</th><th>real baseline</th><th>meaning</th></tr>{rows}</table>
+<h2>Training losses</h2>{_svg_curves(history)}
+<h2>Rows per label</h2><p>{html.escape(json.dumps(counts))}</p>
+<h2>Spec</h2><pre>{html.escape(spec_yaml)}</pre></body></html>"""
+
+
+def write_run_artifacts(spec: JobSpec, partition: str, manifest: dict[str, Any], history: list[dict[str, Any]],
+                        metrics: dict[str, Any] | None, data: Any) -> list[str]:
+    """grid.png, report.html and metrics.json under ``<partition>/_report/``; returns their URLs."""
+    from pipeline.publish.storage import join, url_to_fs
+
+    so = spec.storage_options
+    files = [f["path"] if isinstance(f, dict) else f for f in manifest["files"]]
+    per = spec.sample.grid_per_class
+    imgs, labs = read_some(partition, files, per, data.num_classes, so)
+    grid = grid_png(imgs, labs, data.class_names, per)
+    out = {
+        "grid.png": grid,
+        "report.html": render_html(spec, manifest, history, metrics, grid).encode(),
+        "metrics.json": json.dumps({"metrics": metrics, "history": history}, indent=1, default=str).encode(),
+    }
+    urls = []
+    for name, data_bytes in out.items():
+        url = join(partition, REPORT_DIR, name)
+        fs, path = url_to_fs(url, so)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe(path, data_bytes)
+        urls.append(url)
+    return urls

@@ -1,0 +1,249 @@
+"""Runs one job for one logical date: train -> evaluate (gate) -> sample -> publish.
+
+Each stage reads what the previous one wrote to storage (checkpoint URL, partition URL),
+so running the same command again resumes where a failed run stopped: a finished
+training run is not repeated, a complete shard is not rewritten, and a partition whose
+manifest matches the spec is reported as already published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline import __version__
+from pipeline.faults import from_env as faults_from_env
+from pipeline.spec import JobSpec
+
+log = logging.getLogger("genpipe")
+RUN_STATE = ".genpipe-run.json"  # dot-prefixed: invisible to Parquet readers
+
+
+class BadInput(ValueError):
+    """The job cannot run as specified (exit code 2)."""
+
+
+class JobFailed(RuntimeError):
+    """The job ran and failed: training error or quality gate (exit code 1)."""
+
+    def __init__(self, message: str, metrics: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.metrics = metrics
+
+
+@dataclass
+class RunOutcome:
+    status: str  # "published" | "already-published"
+    partition: str
+    rows: int
+    shards: int
+    shards_skipped: int = 0
+    metrics: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    train_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    images_per_s: float = 0.0
+    attempts: int = 1
+    files: list[str] = field(default_factory=list)
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to ``address`` / RAY_ADDRESS, or start an embedded local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(dashboard_host="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING)
+
+
+def _run_state(partition: str, so: dict[str, Any], spec_hash: str) -> dict[str, Any]:
+    """created_at of the partition's first attempt, so a resumed run writes identical rows."""
+    from pipeline.publish.storage import join, url_to_fs
+
+    fs, path = url_to_fs(join(partition, RUN_STATE), so)
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            st = json.loads(f.read())
+        if st.get("spec_hash") == spec_hash:
+            return st
+    st = {"spec_hash": spec_hash, "created_at": datetime.now(UTC).isoformat()}
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe(path, json.dumps(st).encode())
+    return st
+
+
+def check_cluster(spec: JobSpec) -> None:
+    from pipeline.feasibility import check_feasible, cluster_snapshot
+
+    resources, nodes = cluster_snapshot()
+    problems = check_feasible(spec, resources, nodes)
+    if problems:
+        raise BadInput("the cluster can never run this job: " + "; ".join(problems))
+
+
+def run_job(
+    spec: JobSpec,
+    date: str,
+    *,
+    overwrite: bool = False,
+    address: str | None = None,
+    reporter: Any = None,
+) -> RunOutcome:
+    import ray
+
+    from pipeline.data import DataError, load_dataset
+    from pipeline.progress import ProgressBoard, Reporter, watch
+    from pipeline.publish.commit import partition_url, read_manifest, remove_stale, write_manifest
+    from pipeline.sample.fanout import ShardContext, sample_shards
+    from pipeline.sample.plan import make_plan
+    from pipeline.train import train
+    from pipeline.train.checkpoint import CheckpointError
+
+    rep = reporter or Reporter()
+    so = spec.storage_options
+    spec_hash = spec.spec_hash()
+    partition = partition_url(spec.sample.output, spec.name, date)
+    manifest = read_manifest(partition, so)
+    if manifest is not None and not overwrite:
+        if manifest.get("spec_hash") == spec_hash:
+            rep.message(f"{partition} is already published ({manifest['num_rows']} rows): nothing to do")
+            return RunOutcome("already-published", partition, manifest["num_rows"], len(manifest["files"]),
+                              shards_skipped=len(manifest["files"]), metrics=manifest.get("metrics"),
+                              checkpoint=manifest.get("checkpoint"), attempts=0)
+        raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
+
+    try:
+        data = load_dataset(spec.dataset)
+        plan = make_plan(spec.sample, data.num_classes, spec.name, date)
+    except (DataError, ValueError, OSError) as exc:
+        raise BadInput(str(exc)) from None
+
+    ensure_ray(address)
+    check_cluster(spec)
+    board = ProgressBoard.remote()
+    meta = {"job": spec.name, "date": date, "kind": spec.model.kind, "class_names": data.class_names,
+            "image_shape": list(data.image_shape), "dataset_key": data.key, "code_version": __version__}
+    rep.message(f"genpipe {spec.name} date={date}: {len(data.train_x)} train / {len(data.test_x)} test images "
+                f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
+                f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
+
+    attempt, start_from, metrics, cur = 0, None, None, spec
+    while True:
+        task = rep.task(f"train {cur.model.kind}" + (f" (retry {attempt})" if attempt else ""), cur.train.epochs,
+                        "epochs")
+        try:
+            tres = watch(board, "train", task, lambda c=cur, a=attempt, s=start_from: train(
+                c, date, meta, attempt=a, start_from=s, progress_actor=board),
+                fmt=lambda m: " ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("loss")))
+        except CheckpointError as exc:
+            raise BadInput(str(exc)) from None
+        task.update(cur.train.epochs, "done" if not tres.skipped else "already trained")
+        ckpt = tres.checkpoint
+        if not cur.gate.measure:
+            break
+        metrics = evaluate_checkpoint(cur, data, ckpt.url, rep)
+        from pipeline.evaluate import check_gate
+
+        failures = check_gate(cur.gate, metrics)
+        metrics = dict(metrics, gate_failures=failures, train_epochs=cur.train.epochs, attempt=attempt)
+        if not failures:
+            break
+        rep.message(f"quality gate failed: {'; '.join(failures)}")
+        if attempt >= cur.gate.retries:
+            raise JobFailed(f"quality gate failed after {attempt + 1} attempt(s): {'; '.join(failures)}; "
+                            "nothing was published", metrics)
+        attempt += 1
+        epochs = int(round(cur.train.epochs * cur.gate.retry_epochs_factor))
+        start_from = {"url": ckpt.url, "mode": "resume"}
+        cur = cur.model_copy(update={"train": cur.train.model_copy(update={"epochs": max(epochs, cur.train.epochs + 1)})})
+
+    # -- sample and publish ---------------------------------------------------------------------
+    state = _run_state(partition, so, spec_hash)
+    ctx = ShardContext(partition=partition, job=spec.name, date=date, class_names=data.class_names,
+                       fmt=spec.sample.format, created_at=datetime.fromisoformat(state["created_at"]),
+                       faults=faults_from_env())
+    task = rep.task("sample", plan.total, "images")
+    skipped = 0
+    t0 = time.perf_counter()
+
+    def on_shard(out: dict[str, Any]) -> None:
+        nonlocal skipped
+        skipped += int(out["skipped"])
+        task.advance(out["info"].rows, f"shard {out['index'] + 1}/{plan.num_shards}")
+
+    infos = sample_shards(cur, plan, ckpt.url, ctx, on_shard=on_shard)
+    sample_seconds = time.perf_counter() - t0
+    from pipeline.report import write_run_artifacts
+
+    manifest = write_manifest(partition, infos, spec_hash=spec_hash, code_version=__version__, job=spec.name,
+                              date=date, num_images=plan.total, class_names=data.class_names, metrics=metrics,
+                              extra={"checkpoint": ckpt.url, "checkpoint_digest": ckpt.digest,
+                                     "model": spec.model.kind, "format": spec.sample.format,
+                                     "spec": spec.model_dump(mode="json", exclude={"storage_options"}),
+                                     "train_epochs": cur.train.epochs},
+                              storage_options=so)
+    if overwrite:
+        remove_stale(partition, {i.path for i in infos}, so)
+    files = write_run_artifacts(cur, partition, manifest, tres.history, metrics, data)
+    rows = sum(i.rows for i in infos)
+    rep.message(f"published {rows} rows in {len(infos)} shards to {partition} "
+                f"({rows / max(sample_seconds, 1e-9):.0f} images/s sampling)")
+    ray.kill(board)
+    return RunOutcome("published", partition, rows, len(infos), skipped, metrics, ckpt.url, tres.seconds,
+                      sample_seconds, rows / max(sample_seconds, 1e-9), attempt + 1, files)
+
+
+def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any) -> dict[str, Any]:
+    """Measure sample quality in the cluster, on the sampler's kind of device."""
+    import ray
+
+    use_gpu = spec.sample.use_gpu if spec.sample.use_gpu is not None else spec.train.use_gpu
+    task = ray.remote(_evaluate_task).options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    rep.message(f"evaluating {spec.gate.eval_images} samples against the real test split ...")
+    metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, use_gpu))
+    rep.message("quality: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from pipeline.data import load_dataset
+    from pipeline.evaluate import evaluate_quality
+    from pipeline.publish.storage import join
+    from pipeline.sample.generate import generate_u8, load_generator, pick_device
+    from pipeline.sample.plan import image_seeds, spread_labels
+
+    torch.set_num_threads(max(1, int(ray_cpus())))
+    spec = JobSpec.model_validate(spec_json)
+    data = load_dataset(spec.dataset)
+    device = pick_device(use_gpu)
+    fam, _ = load_generator(ckpt_url, spec, device)
+    n = spec.gate.eval_images
+    labels = spread_labels({k: n // data.num_classes + (k < n % data.num_classes) for k in range(data.num_classes)})
+    seeds = image_seeds(spec.train.seed + 7919, 0, n)  # not the published seeds: a held-out draw
+    synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+    return evaluate_quality(
+        data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(), synth,
+        np.asarray(labels), data.num_classes, cache_url=join(spec.storage, "_cache", "features"),
+        dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
+        device=str(device),
+    )
+
+
+def ray_cpus() -> float:
+    import ray
+
+    if not ray.is_initialized():
+        return float(os.cpu_count() or 1)
+    return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
