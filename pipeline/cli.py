@@ -25,6 +25,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    epilog="""**Examples**
+
+* `genpipe validate jobs/*.yaml`
+* `genpipe run jobs/digits-dcgan.yaml --date 2026-11-25 --set train.epochs=5`
+* `genpipe inspect outputs/datasets/digits-dcgan/date=2026-11-25 --grid grid.png`
+* `genpipe submit jobs/mnist-dcgan-gpu.yaml --address http://127.0.0.1:8265 --wait`
+* `genpipe status` / `genpipe list` / `genpipe logs ID --follow` / `genpipe stop ID`
+* `genpipe schedule run-due jobs/nightly-augment.yaml` (from cron, a systemd timer or a k8s CronJob)
+* `genpipe schedule show jobs/nightly-augment.yaml`
+* `genpipe schedule emit jobs/nightly-augment.yaml --format k8s`
+
+Exit codes: 0 success, 1 job failed, 2 bad input, 3 cluster unreachable.""",
 )
 schedule_app = typer.Typer(help="Nightly schedules with logical dates (for cron, systemd timers, k8s CronJobs).",
                            no_args_is_help=True)
@@ -48,6 +61,7 @@ def cli_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pipeline.data import DataError
         from pipeline.runner import BadInput, JobFailed
+        from pipeline.submit import SubmitError
         from pipeline.train.checkpoint import CheckpointError
 
         try:
@@ -62,6 +76,8 @@ def cli_errors(fn: F) -> F:
             raise _err(str(exc), EXIT_BAD_INPUT) from None
         except JobFailed as exc:
             raise _err(str(exc), EXIT_FAILED) from None
+        except SubmitError as exc:
+            raise _err(exc.message, exc.code) from None
         except ConnectionError as exc:
             raise _err(f"cluster unreachable: {exc}", EXIT_UNREACHABLE) from None
         except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -141,6 +157,84 @@ def run(
     spec = load(spec_path, overrides)
     out = run_job(spec, logical_date(date_), overwrite=overwrite, address=address)
     typer.echo(f"{out.status}: {out.rows} rows, {out.shards} shards -> {out.partition}")
+
+
+@app.command()
+@cli_errors
+def submit(
+    spec_path: SpecArg,
+    address: AddrOpt = None,
+    date_: DateOpt = None,
+    overrides: SetOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; exit 1 if it fails")] = False,
+    overwrite: Annotated[bool, typer.Option(help="pass --overwrite to the job")] = False,
+) -> None:
+    """Submit a job to a Ray cluster through the Jobs API (idempotent per job + date + spec).
+
+    Example: genpipe submit jobs/mnist-dcgan-gpu.yaml --address http://127.0.0.1:8265 --wait
+    """
+    from pipeline.submit import submit as do_submit
+
+    spec = load(spec_path, overrides)
+    res = do_submit(spec_path, spec, address=address, date=logical_date(date_), wait=wait,
+                    extra_args=["--overwrite"] if overwrite else [], log=typer.echo)
+    typer.echo(f"{res.submission_id}: {res.status}" + (" (already submitted)" if res.existing else ""))
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)
+
+
+@app.command()
+@cli_errors
+def status(job_id: Annotated[str | None, typer.Argument(help="submission id; all jobs if left out")] = None,
+           address: AddrOpt = None) -> None:
+    """Show a submitted job's status (or every job's).
+
+    Example: genpipe status genpipe-digits-dcgan-2026-11-25-1a2b3c4d
+    """
+    from pipeline.submit import status as do_status
+
+    res = do_status(address, job_id)
+    for j in res if isinstance(res, list) else [res]:
+        typer.echo(f"{j.get('submission_id')}: {j.get('status')} {j.get('message') or ''}".rstrip())
+
+
+@app.command("list")
+@cli_errors
+def list_(address: AddrOpt = None,
+          all_jobs: Annotated[bool, typer.Option("--all", help="include jobs not submitted by genpipe")] = False) -> None:
+    """List jobs on the cluster.
+
+    Example: genpipe list --address http://127.0.0.1:8265
+    """
+    from pipeline.submit import list_jobs
+
+    for j in list_jobs(address, all_jobs=all_jobs):
+        typer.echo(f"{j.get('submission_id')}\t{j.get('status')}\t{j.get('entrypoint', '')}")
+
+
+@app.command()
+@cli_errors
+def logs(job_id: Annotated[str, typer.Argument(help="submission id")], address: AddrOpt = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False) -> None:
+    """Print a job's logs.
+
+    Example: genpipe logs genpipe-digits-dcgan-2026-11-25-1a2b3c4d --follow
+    """
+    from pipeline.submit import logs as do_logs
+
+    do_logs(address, job_id, follow=follow, out=sys.stdout)
+
+
+@app.command()
+@cli_errors
+def stop(job_id: Annotated[str, typer.Argument(help="submission id")], address: AddrOpt = None) -> None:
+    """Stop a running job.
+
+    Example: genpipe stop genpipe-digits-dcgan-2026-11-25-1a2b3c4d
+    """
+    from pipeline.submit import stop as do_stop
+
+    typer.echo(f"{job_id}: {'stop requested' if do_stop(address, job_id) else 'not running'}")
 
 
 @app.command()

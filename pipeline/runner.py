@@ -82,10 +82,10 @@ def _run_state(partition: str, so: dict[str, Any], spec_hash: str) -> dict[str, 
 
 
 def check_cluster(spec: JobSpec) -> None:
-    from pipeline.feasibility import check_feasible, cluster_snapshot
+    """Fail fast, naming what is missing, instead of pending forever on an impossible request."""
+    from pipeline.feasibility import check_snapshot, cluster_snapshot
 
-    resources, nodes = cluster_snapshot()
-    problems = check_feasible(spec, resources, nodes)
+    problems = check_snapshot(spec, cluster_snapshot())
     if problems:
         raise BadInput("the cluster can never run this job: " + "; ".join(problems))
 
