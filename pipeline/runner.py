@@ -169,7 +169,8 @@ def run_job(
     # -- sample and publish ---------------------------------------------------------------------
     state = _run_state(partition, so, spec_hash)
     ctx = ShardContext(partition=partition, job=spec.name, date=date, class_names=data.class_names,
-                       fmt=spec.sample.format, created_at=datetime.fromisoformat(state["created_at"]),
+                       fmt=spec.sample.format, model=spec.model.kind, checkpoint_digest=ckpt.digest,
+                       created_at=datetime.fromisoformat(state["created_at"]), storage_options=so,
                        faults=faults_from_env())
     task = rep.task("sample", plan.total, "images")
     skipped = 0

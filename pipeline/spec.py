@@ -136,6 +136,10 @@ class SampleSpec(_Part):
     use_gpu: bool | None = Field(None, description="default: train.use_gpu")
     batch_size: int = Field(1024, ge=1, le=1_048_576)
     format: Literal["png", "raw"] = "png"
+    mode: Literal["auto", "fused", "split"] = Field(
+        "auto", description="fused: actors generate+encode+write; split: actors generate, CPU tasks encode "
+        "(auto: split when sampling on GPUs)"
+    )
     seed: int = Field(0, ge=0)
     output: str = Field("outputs/datasets", description="fsspec URL of the dataset root")
     grid_per_class: int = Field(10, ge=1, le=64)
@@ -228,7 +232,7 @@ class JobSpec(_Part):
         """
         d = self.model_dump(mode="json", exclude={"storage_options", "description", "schedule", "gate",
                                                   "storage", "shared_storage"})
-        for k in ("output", "num_actors", "batch_size", "grid_per_class"):
+        for k in ("output", "num_actors", "batch_size", "grid_per_class", "mode"):
             d["sample"].pop(k, None)
         d["dataset"].pop("storage_options", None)
         for k in ("max_failures", "checkpoint_every", "resources_per_worker", "cpus_per_worker"):

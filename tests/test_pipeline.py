@@ -50,11 +50,12 @@ def test_job_end_to_end_and_rerun_is_a_no_op(ray_local, tiny_spec, tmp_path):
         run_job(changed, "2026-02-03")
 
 
-def test_same_seed_same_bytes_whatever_the_actor_count(ray_local, tiny_spec, tmp_path):
-    a = run_job(tiny_spec("det", sample={"num_actors": 2, "batch_size": 256, "output": str(tmp_path / "a")}),
-                "2026-03-01")
-    b = run_job(tiny_spec("det", sample={"num_actors": 1, "batch_size": 32, "output": str(tmp_path / "b")}),
-                "2026-03-01")
+def test_same_seed_same_bytes_whatever_the_actor_count_batch_or_layout(ray_local, tiny_spec, tmp_path):
+    a = run_job(tiny_spec("det", sample={"num_actors": 2, "batch_size": 256, "mode": "fused",
+                                         "output": str(tmp_path / "a")}), "2026-03-01")
+    # one actor, tiny batches, and the split layout (actor generates, CPU tasks encode and commit)
+    b = run_job(tiny_spec("det", sample={"num_actors": 1, "batch_size": 32, "mode": "split",
+                                         "output": str(tmp_path / "b")}), "2026-03-01")
     _, ta = _read_partition(a.partition)
     _, tb = _read_partition(b.partition)
     assert ta.column("image").to_pylist() == tb.column("image").to_pylist()

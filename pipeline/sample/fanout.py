@@ -1,21 +1,32 @@
-"""Fan-out sampling: Ray actors (one per GPU, or CPU actors) each load the checkpoint once
-and turn shards of the plan into committed Parquet files.
+"""Fan-out sampling: Ray actors hold the generator, shards of the plan become committed
+Parquet files.
 
-Each shard is independent and deterministic, so an actor that dies mid-shard costs a
-retry (Ray restarts the actor and re-runs the task), never a duplicate or a gap: a shard
-that already reads back complete is skipped, one that doesn't is written again.
-In-flight work is bounded (``inflight_per_actor`` shards per actor), so memory stays flat
-whatever the dataset size.
+Two layouts, chosen by ``sample.mode`` (``auto``: ``split`` when sampling on GPUs):
+
+* ``fused`` -- each actor generates, encodes and writes whole shards. Best when the
+  generator itself runs on the CPU cores (nothing to overlap with).
+* ``split`` -- GPU actors only generate: a shard's uint8 pixels go through Ray's object
+  store to a CPU task that encodes and commits it, on any core of the cluster. The GPU
+  keeps generating the next shard while every CPU encodes (encoding is the bottleneck:
+  ~20-30 k PNG/s per core against millions of images/s from the GPU).
+
+Either way in-flight work is bounded (``inflight_per_actor`` shards generated ahead per
+actor, at most ``encode_slots`` shards waiting to be encoded), so memory stays flat
+whatever N is. Each shard is deterministic and committed exactly once: a shard that
+already reads back complete is skipped, an actor that dies mid-shard costs a retry
+(``max_restarts``/``max_task_retries``), never a duplicate or a gap.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import ray
 
 from pipeline.faults import maybe_exit
@@ -25,19 +36,41 @@ from pipeline.spec import JobSpec
 
 @dataclass(frozen=True)
 class ShardContext:
-    """What every shard of one publish shares (small: shipped to each actor once)."""
+    """What every shard of one publish shares (small: shipped to the cluster once)."""
 
     partition: str
     job: str
     date: str
     class_names: list[str]
     fmt: str
+    model: str
+    checkpoint_digest: str
     created_at: datetime
+    storage_options: dict[str, Any]
     faults: dict[str, Any] | None = None  # see pipeline/faults.py
 
 
+def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_workers: int = 1) -> Any:
+    """Encode (PNG or raw) and commit one shard; returns its ShardInfo."""
+    from pipeline.publish.commit import write_shard
+    from pipeline.publish.schema import build_table
+
+    table = build_table(
+        images, shard.labels, shard.seeds, image_ids(ctx.job, ctx.date, shard), shard.index,
+        class_names=ctx.class_names, fmt=ctx.fmt, model=ctx.model, checkpoint=ctx.checkpoint_digest,
+        job=ctx.job, date=ctx.date, created_at=ctx.created_at, workers=encode_workers,
+    )
+    return write_shard(ctx.partition, shard.index, shard.num_shards, table, ctx.storage_options)
+
+
+def _encode_task(images: np.ndarray, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    info = commit_shard(images, shard, ctx)
+    return {"info": info, "skipped": False, "seconds": time.perf_counter() - t0}
+
+
 class SamplerActor:
-    """Holds one generator in memory; writes whole shards."""
+    """Holds one generator (EMA weights) in memory, on a GPU when it was given one."""
 
     def __init__(self, spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool):
         import torch
@@ -49,29 +82,29 @@ class SamplerActor:
         if self.device.type == "cpu":
             torch.set_num_threads(1)
         else:
-            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.benchmark = False  # same kernels every time: repeatable bytes
         self.fam, self.ckpt = load_generator(ckpt_url, self.spec, self.device)
 
-    def run_shard(self, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
-        from pipeline.publish.commit import verify_shard, write_shard
-        from pipeline.publish.schema import build_table
+    def generate(self, shard: Shard, ctx: ShardContext) -> np.ndarray:
         from pipeline.sample.generate import generate_u8
 
-        so = self.spec.storage_options
-        t0 = time.perf_counter()
-        done = verify_shard(ctx.partition, shard.index, shard.num_shards, shard.count, so)
-        if done is not None:
-            return {"info": done, "skipped": True, "seconds": time.perf_counter() - t0}
         images = generate_u8(self.fam, shard.seeds, shard.labels, batch_size=self.spec.sample.batch_size,
                              bf16=self.spec.train.bf16)
         maybe_exit(ctx.faults, "sample_exit_on_shard", shard.index)
-        table = build_table(
-            images, shard.labels, shard.seeds, image_ids(ctx.job, ctx.date, shard), shard.index,
-            class_names=ctx.class_names, fmt=ctx.fmt, model=self.spec.model.kind, checkpoint=self.ckpt.digest,
-            job=ctx.job, date=ctx.date, created_at=ctx.created_at,
-        )
-        info = write_shard(ctx.partition, shard.index, shard.num_shards, table, so)
+        return images
+
+    def run_shard(self, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
+        """fused layout: generate, encode and commit in this process."""
+        t0 = time.perf_counter()
+        info = commit_shard(self.generate(shard, ctx), shard, ctx)
         return {"info": info, "skipped": False, "seconds": time.perf_counter() - t0}
+
+    def digest(self) -> str:
+        return self.ckpt.digest
+
+
+def sampling_uses_gpu(spec: JobSpec) -> bool:
+    return spec.sample.use_gpu if spec.sample.use_gpu is not None else spec.train.use_gpu
 
 
 def default_num_actors(spec: JobSpec, use_gpu: bool) -> int:
@@ -83,6 +116,29 @@ def default_num_actors(spec: JobSpec, use_gpu: bool) -> int:
     return max(1, min(2, int(res.get("CPU", 1))))
 
 
+def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[int, Any]:
+    """Shards already committed (resume): existing files whose footer, rows and checksums read back."""
+    from pipeline.publish.commit import list_shards, parse_shard_name, remove_shard, verify_shard
+
+    present = []
+    for name in list_shards(ctx.partition, ctx.storage_options):
+        parsed = parse_shard_name(name)
+        if parsed and parsed[1] == plan.num_shards:
+            present.append(parsed[0])
+    if not present:
+        return {}
+
+    def check(i: int) -> tuple[int, Any]:
+        count = min(plan.shard_size, plan.total - i * plan.shard_size)
+        info = verify_shard(ctx.partition, i, plan.num_shards, count, ctx.storage_options)
+        if info is None:  # corrupt or truncated: remove it so it is regenerated
+            remove_shard(ctx.partition, i, plan.num_shards, ctx.storage_options)
+        return i, info
+
+    with ThreadPoolExecutor(min(threads, len(present))) as ex:
+        return {i: info for i, info in ex.map(check, present) if info is not None}
+
+
 def sample_shards(
     spec: JobSpec,
     plan: ShardPlan,
@@ -91,41 +147,60 @@ def sample_shards(
     *,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     inflight_per_actor: int = 2,
+    encode_slots: int | None = None,
 ) -> list[Any]:
     """Write every shard of ``plan`` (skipping complete ones); returns ShardInfos in shard order."""
-    use_gpu = spec.sample.use_gpu if spec.sample.use_gpu is not None else spec.train.use_gpu
-    n_actors = min(default_num_actors(spec, use_gpu), plan.num_shards)
+    results: dict[int, Any] = done_shards(plan, ctx)
+    for i, info in sorted(results.items()):
+        if on_shard:
+            on_shard({"info": info, "skipped": True, "seconds": 0.0, "index": i})
+    todo = [i for i in range(plan.num_shards) if i not in results][::-1]
+    if not todo:
+        return [results[i] for i in range(plan.num_shards)]
+
+    use_gpu = sampling_uses_gpu(spec)
+    mode = spec.sample.mode if spec.sample.mode != "auto" else ("split" if use_gpu else "fused")
+    n_actors = min(default_num_actors(spec, use_gpu), len(todo))
     actor_cls = ray.remote(SamplerActor).options(
         num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=3, max_task_retries=3,
     )
     actors = [actor_cls.remote(spec.model_dump(mode="json"), ckpt_url, use_gpu) for _ in range(n_actors)]
+    encode = ray.remote(_encode_task).options(num_cpus=1, max_retries=3)
+    if encode_slots is None:
+        encode_slots = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     ctx_ref = ray.put(ctx)
     labels = None if plan.cycle is not None else spread_labels(plan.counts)
-    todo = list(range(plan.num_shards))[::-1]
-    results: dict[int, Any] = {}
-    pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # ref -> (shard, actor)
+
+    gen_pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # generate ref -> (shard, actor)
+    out_pending: dict[ray.ObjectRef, int] = {}  # result ref -> shard
     load = [0] * n_actors
     try:
-        while todo or pending:
+        while todo or gen_pending or out_pending:
             for a in range(n_actors):
-                while todo and load[a] < inflight_per_actor:
+                while todo and load[a] < inflight_per_actor and len(out_pending) < encode_slots:
                     i = todo.pop()
-                    ref = actors[a].run_shard.remote(plan.shard(i, labels), ctx_ref)
-                    pending[ref] = (i, a)
+                    shard = plan.shard(i, labels)
                     load[a] += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
+                    if mode == "fused":
+                        ref = actors[a].run_shard.remote(shard, ctx_ref)
+                        gen_pending[ref] = (i, a)
+                        out_pending[ref] = i
+                    else:
+                        gref = actors[a].generate.remote(shard, ctx_ref)
+                        gen_pending[gref] = (i, a)
+                        out_pending[encode.remote(gref, shard, ctx_ref)] = i
+            ready, _ = ray.wait(list(set(gen_pending) | set(out_pending)), num_returns=1, fetch_local=False)
             for ref in ready:
-                i, a = pending.pop(ref)
-                load[a] -= 1
-                out = ray.get(ref)
-                results[i] = out["info"]
-                if on_shard:
-                    on_shard(dict(out, index=i))
+                if ref in gen_pending:  # an actor finished generating (split) or the whole shard (fused)
+                    _, a = gen_pending.pop(ref)
+                    load[a] -= 1
+                if ref in out_pending:
+                    i = out_pending.pop(ref)
+                    out = ray.get(ref)
+                    results[i] = out["info"]
+                    if on_shard:
+                        on_shard(dict(out, index=i))
     finally:
         for actor in actors:
             ray.kill(actor)
     return [results[i] for i in range(plan.num_shards)]
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
