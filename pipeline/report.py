@@ -27,15 +27,13 @@ def grid_png(images: np.ndarray, labels: np.ndarray, class_names: list[str], per
 
     h, w, c = images.shape[1:]
     scale = scale or max(1, 48 // max(h, w))
-    rows = []
+    gap = 2  # grey gutters between cells, so small images read as separate samples
+    cell_h, cell_w = h * scale + gap, w * scale + gap
+    grid = np.full((len(class_names) * cell_h + gap, per_class * cell_w + gap, c), 96, np.uint8)
     for k in range(len(class_names)):
-        sel = images[labels == k][:per_class]
-        row = np.zeros((h, w * per_class, c), np.uint8)
-        for j, img in enumerate(sel):
-            row[:, j * w:(j + 1) * w] = img
-        rows.append(row)
-    grid = np.concatenate(rows, axis=0) if rows else np.zeros((h, w, c), np.uint8)
-    grid = grid.repeat(scale, 0).repeat(scale, 1)
+        for j, img in enumerate(images[labels == k][:per_class]):
+            y0, x0 = gap + k * cell_h, gap + j * cell_w
+            grid[y0:y0 + h * scale, x0:x0 + w * scale] = img.repeat(scale, 0).repeat(scale, 1)
     im = Image.fromarray(grid[..., 0] if c == 1 else grid)
     buf = io.BytesIO()
     im.save(buf, format="PNG")

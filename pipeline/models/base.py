@@ -25,6 +25,9 @@ class ModelFamily(ABC):
     kind: ClassVar[str]
     #: the net whose EMA copy generates images (generator / decoder / unet)
     sampler_net: ClassVar[str]
+    #: bump when the architecture or training step changes: runs (and their checkpoints) are
+    #: named by it, so an upgraded genpipe trains afresh instead of loading foreign weights
+    version: ClassVar[int] = 1
 
     def __init__(self, spec: Any, image_shape: ImageShape, num_classes: int):
         self.spec = spec
@@ -32,6 +35,7 @@ class ModelFamily(ABC):
         self.num_classes = num_classes
         self.nets: dict[str, nn.Module] = self.build()
         self.ema: nn.Module = copy.deepcopy(self.nets[self.sampler_net]).eval().requires_grad_(False)
+        self.ema_updates = 0
 
     # -- building -------------------------------------------------------------------------
     @abstractmethod
@@ -65,7 +69,12 @@ class ModelFamily(ABC):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = float(self.spec.ema_decay)
+        """EMA of the sampler net, with the usual warm-up (decay <= (1 + n) / (10 + n) after n
+        updates, as TensorFlow's ExponentialMovingAverage) so a short run's EMA is not mostly
+        its random initialisation (0.999**1000 = 37%)."""
+        self.ema_updates += 1
+        n = self.ema_updates
+        decay = min(float(self.spec.ema_decay), (1.0 + n) / (10.0 + n))
         src = self.nets[self.sampler_net]
         for e, p in zip(self.ema.parameters(), src.parameters(), strict=True):
             e.lerp_(p.detach(), 1.0 - decay)
@@ -96,6 +105,7 @@ class ModelFamily(ABC):
             "num_classes": self.num_classes,
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "ema": self.ema.state_dict(),
+            "ema_updates": self.ema_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -110,6 +120,7 @@ class ModelFamily(ABC):
         for k, v in self.nets.items():
             v.load_state_dict(state["nets"][k])
         self.ema.load_state_dict(state["ema"])
+        self.ema_updates = int(state.get("ema_updates", 0))
 
 
 REGISTRY: dict[str, type[ModelFamily]] = {}
@@ -118,6 +129,15 @@ REGISTRY: dict[str, type[ModelFamily]] = {}
 def register(cls: type[ModelFamily]) -> type[ModelFamily]:
     REGISTRY[cls.kind] = cls
     return cls
+
+
+def family(kind: str) -> type[ModelFamily]:
+    import pipeline.models  # noqa: F401  (registers every family)
+
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(REGISTRY)}") from None
 
 
 def build_model(spec: Any, image_shape: ImageShape, num_classes: int) -> ModelFamily:

@@ -34,8 +34,14 @@ class TrainResult:
 
 
 def run_name(spec: JobSpec, date: str, attempt: int = 0) -> str:
+    """``<date>-<hash of the training config and the model family's version>[-retryN]``."""
+    import hashlib
+
+    from pipeline.models.base import family
+
+    h = hashlib.sha256(f"{spec.train_hash()}:{family(spec.model.kind).version}".encode()).hexdigest()
     suffix = f"-retry{attempt}" if attempt else ""
-    return f"{date}-{spec.train_hash()[:10]}{suffix}"
+    return f"{date}-{h[:10]}{suffix}"
 
 
 def storage_for_ray(url: str, storage_options: dict[str, Any]) -> tuple[str, Any]:
