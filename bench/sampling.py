@@ -305,7 +305,7 @@ def main() -> None:
     emit(probe="generator_ceiling", img_per_s=round(gen_ceiling), device=device)
 
     # sampling memory at N and 10xN: bounded in-flight shards keep it flat
-    mem_n = max(2_000, n // 10) if args.quick else n
+    mem_n = max(2_000, n // 10)
     peaks = {}
     for k in (mem_n, 10 * mem_n):
         s = bench_spec(work / f"mem{k}", k, shard, cuda)

@@ -1,0 +1,280 @@
+"""The generator families (dcgan, vae, ddpm) behind the one ModelFamily interface.
+
+Fast CPU tests on tiny networks: training steps, the per-image sampling contract, exact
+checkpoint round trips, DDIM / guidance behaviour, a real learning check on real digits,
+and training through DDP (gloo, one process) so gradient sync goes through the wrapped nets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.models import REGISTRY, build_model
+from pipeline.models.base import ModelFamily
+from pipeline.models.ddpm import beta_schedule, ddim_timesteps, resolution_levels
+from pipeline.rng import seeded_normal
+from pipeline.spec import DCGANSpec, DDPMSpec, TrainSpec, VAESpec
+
+KINDS = ["dcgan", "vae", "ddpm"]
+LOSS_KEYS = {"dcgan": {"loss_d", "loss_g", "loss_cls"}, "vae": {"loss", "loss_recon", "loss_kl"}, "ddpm": {"loss"}}
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+NUM_CLASSES = 10
+
+
+def small_spec(kind: str, **kw: object) -> DCGANSpec | VAESpec | DDPMSpec:
+    """Tiny networks; ema_decay=0 so the EMA net equals the trained net unless a test says otherwise."""
+    common: dict[str, object] = {"latent_dim": 8, "base_channels": 8, "ema_decay": 0.0}
+    if kind == "dcgan":
+        return DCGANSpec(**{**common, **kw})
+    if kind == "vae":
+        return VAESpec(kind="vae", **{**common, **kw})
+    return DDPMSpec(kind="ddpm", **{**common, "timesteps": 20, "sample_steps": 4, **kw})
+
+
+def make(kind: str, shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0, **kw: object) -> ModelFamily:
+    torch.manual_seed(seed)
+    return build_model(small_spec(kind, **kw), shape, NUM_CLASSES)
+
+
+def random_batch(shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *shape, generator=g) * 2 - 1, torch.randint(0, NUM_CLASSES, (n,), generator=g)
+
+
+def train(fam: ModelFamily, steps: int, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3,
+          nets: dict[str, nn.Module] | None = None) -> list[dict[str, float]]:
+    nets = nets if nets is not None else fam.nets
+    opts = fam.make_optimizers(nets, TrainSpec(lr=lr))
+    out = []
+    for _ in range(steps):
+        out.append(fam.train_step(nets, opts, x, y, contextlib.nullcontext()))
+        fam.update_ema()
+    return out
+
+
+def sample(fam: ModelFamily, seeds: list[int], labels: list[int], net: nn.Module | None = None) -> torch.Tensor:
+    s = torch.tensor(seeds, dtype=torch.int64)
+    with torch.inference_mode():
+        return fam.generate(net if net is not None else fam.ema, seeded_normal(s, fam.noise_shape()),
+                            torch.tensor(labels), s)
+
+
+def all_tensors(fam: ModelFamily) -> dict[str, torch.Tensor]:
+    out = {f"ema.{k}": v for k, v in fam.ema.state_dict().items()}
+    for name, net in fam.nets.items():
+        out.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
+    return out
+
+
+def test_registry_holds_every_family() -> None:
+    assert set(KINDS) <= set(REGISTRY)
+    for kind in KINDS:
+        assert REGISTRY[kind].kind == kind
+
+
+# -- training -----------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_steps_return_finite_documented_losses(kind: str, shape: tuple[int, int, int]) -> None:
+    fam = make(kind, shape)
+    x, y = random_batch(shape)
+    before = {k: v.clone() for k, v in all_tensors(fam).items()}
+    for losses in train(fam, 3, x, y):
+        assert set(losses) == LOSS_KEYS[kind]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in losses.values()), losses
+    after = all_tensors(fam)
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    changed = [k for k in after if not k.startswith("ema.") and not torch.equal(before[k], after[k])]
+    assert changed, "no weight moved"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_step_calls_the_nets_it_is_given(kind: str) -> None:
+    """The training loop passes DDP-wrapped nets; train_step must run those, not self.nets."""
+
+    class Spy(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, *args: torch.Tensor) -> object:
+            self.calls += 1
+            return self.inner(*args)
+
+    fam = make(kind)
+    spies = {k: Spy(v) for k, v in fam.nets.items()}
+    train(fam, 1, *random_batch((1, 8, 8)), nets=spies)
+    assert all(s.calls > 0 for s in spies.values()), {k: s.calls for k, s in spies.items()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_step_under_bf16_autocast(kind: str) -> None:
+    fam = make(kind)
+    x, y = random_batch((1, 8, 8))
+    opts = fam.make_optimizers(fam.nets, TrainSpec())
+    losses = fam.train_step(fam.nets, opts, x, y, torch.autocast("cpu", dtype=torch.bfloat16))
+    assert set(losses) == LOSS_KEYS[kind] and all(math.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_step_through_ddp(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One-process gloo group: the nets wrapped exactly as the training loop wraps them."""
+    assert not dist.is_initialized()
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        fam = make(kind)
+        ddp = {k: DistributedDataParallel(v) for k, v in fam.nets.items()}
+        x, y = random_batch((1, 8, 8))
+        for losses in train(fam, 2, x, y, nets=ddp):
+            assert set(losses) == LOSS_KEYS[kind] and all(math.isfinite(v) for v in losses.values())
+    finally:
+        dist.destroy_process_group()
+
+
+# -- sampling -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape", [*SHAPES, (3, 64, 64), (1, 10, 10), (3, 12, 20)], ids=lambda s: "x".join(map(str, s))
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_generate_shape_and_range(kind: str, shape: tuple[int, int, int]) -> None:
+    fam = make(kind, shape)
+    out = sample(fam, list(range(5)), [0, 1, 2, 3, 9])
+    assert out.shape == (5, *shape) and out.dtype == torch.float32
+    assert torch.isfinite(out).all() and out.min() >= -1 and out.max() <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generate_is_per_image(kind: str) -> None:
+    """Image i depends only on (noise[i], label[i], seed[i]): batch of 8 vs batch of 3."""
+    fam = make(kind, (1, 8, 8))
+    train(fam, 2, *random_batch((1, 8, 8), n=8))  # move off the (partly zero) initialisation
+    seeds, labels = [11, 12, 13, 14, 15, 16, 17, 18], [0, 1, 2, 3, 4, 5, 6, 7]
+    big = sample(fam, seeds, labels)
+    rows = [6, 1, 3]
+    small = sample(fam, [seeds[i] for i in rows], [labels[i] for i in rows])
+    torch.testing.assert_close(small, big[rows], atol=1e-5, rtol=0)
+    assert not torch.allclose(big[0], big[1]), "different seeds and labels gave the same image"
+
+
+# -- checkpoints --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_dict_round_trips_exactly(kind: str) -> None:
+    fam = make(kind, ema_decay=0.5)  # an EMA that differs from the trained weights
+    train(fam, 2, *random_batch((1, 8, 8)))
+    buf = io.BytesIO()
+    torch.save(fam.state_dict(), buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+    other = make(kind, seed=1, ema_decay=0.5)
+    assert any(not torch.equal(a, b) for a, b in zip(all_tensors(fam).values(), all_tensors(other).values(), strict=True))
+    other.load_state_dict(state)
+    mine, theirs = all_tensors(fam), all_tensors(other)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    ema_p = dict(fam.ema.named_parameters())
+    net_p = dict(fam.nets[fam.sampler_net].named_parameters())
+    assert any(not torch.equal(ema_p[k], net_p[k]) for k in ema_p), "the EMA was not exercised"
+    assert other.ema_updates == fam.ema_updates == 2
+    assert torch.equal(sample(fam, [1, 2], [3, 4]), sample(other, [1, 2], [3, 4]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ema_warms_up(kind: str) -> None:
+    """With decay 0.999 an EMA after a few steps must not still be ~all random initialisation."""
+    fam = make(kind, ema_decay=0.999)
+    init = {k: v.clone() for k, v in fam.ema.named_parameters()}
+    train(fam, 3, *random_batch((1, 8, 8)))
+    net = dict(fam.nets[fam.sampler_net].named_parameters())
+    moved = [(p - init[k]).norm() / (net[k] - init[k]).norm() for k, p in fam.ema.named_parameters()
+             if (net[k] - init[k]).norm() > 0]
+    assert min(moved) > 0.5, min(moved)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_refuses_another_kind(kind: str) -> None:
+    fam = make(kind)
+    for other in KINDS:
+        if other != kind:
+            with pytest.raises(ValueError, match=f"holds a '{other}' model, the spec asks for '{kind}'"):
+                fam.load_state_dict(make(other).state_dict())
+    wrong_shape = build_model(small_spec(kind), (1, 28, 28), NUM_CLASSES)
+    with pytest.raises(ValueError, match="image shape"):
+        fam.load_state_dict(wrong_shape.state_dict())
+
+
+# -- DDPM specifics -----------------------------------------------------------------------
+@pytest.mark.parametrize("timesteps,steps", [(20, 4), (20, 20), (400, 50), (1000, 7), (10, 1), (37, 36)])
+def test_ddim_timesteps_span_the_chain(timesteps: int, steps: int) -> None:
+    ts = ddim_timesteps(timesteps, steps)
+    assert len(ts) == steps and ts[-1] == timesteps - 1 and (steps == 1 or ts[0] == 0)
+    assert all(a < b for a, b in itertools.pairwise(ts))
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("timesteps", [10, 400, 1000])
+def test_beta_schedules(name: str, timesteps: int) -> None:
+    abar = torch.cumprod(1 - beta_schedule(name, timesteps), 0)
+    assert abar.shape == (timesteps,) and abar.dtype == torch.float64
+    assert (abar > 0).all() and (abar < 1).all() and (abar[1:] < abar[:-1]).all()
+    assert abar[0] > 0.95 and abar[-1] < 0.05
+
+
+def test_unet_resolution_levels() -> None:
+    assert [resolution_levels(s, s) for s in (8, 28, 32, 64, 10, 9)] == [2, 3, 3, 3, 2, 1]
+
+
+def test_ddim_is_deterministic_and_steps_and_guidance_matter() -> None:
+    fam = make("ddpm", timesteps=40, sample_steps=4, guidance_scale=3.0, cond_drop_prob=0.5)
+    train(fam, 3, *random_batch((1, 8, 8), n=8))
+    state = fam.state_dict()
+
+    def variant(**kw: object) -> ModelFamily:
+        v = build_model(fam.spec.model_copy(update=kw), fam.image_shape, NUM_CLASSES)
+        v.load_state_dict(state)
+        return v
+
+    seeds, labels = [1, 2, 3, 4], [0, 3, 5, 9]
+    base = sample(fam, seeds, labels)
+    assert torch.equal(base, sample(fam, seeds, labels)), "DDIM with eta=0 must be deterministic"
+    more_steps = sample(variant(sample_steps=20), seeds, labels)
+    unguided = sample(variant(guidance_scale=0.0), seeds, labels)
+    assert (base - more_steps).abs().max() > 1e-3
+    assert (base - unguided).abs().max() > 1e-3
+    # guidance 0 is the unconditional model: the label no longer matters
+    torch.testing.assert_close(unguided, sample(variant(guidance_scale=0.0), seeds, [7, 7, 7, 7]))
+    assert (base - sample(fam, seeds, [7, 7, 7, 7])).abs().max() > 1e-3
+
+
+# -- learning -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,drop", [("vae", 0.5), ("ddpm", 0.4)])
+def test_a_few_dozen_steps_lower_the_loss_on_real_digits(kind: str, drop: float) -> None:
+    """Held-fixed randomness (reparameterisation / t and eps draws) so before and after compare.
+
+    The loss must fall by ``drop`` of its size (the VAE's Gaussian NLL may end below zero)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images[:16].astype(np.float32) / 16.0)[:, None] * 2 - 1
+    y = torch.from_numpy(d.target[:16]).long()
+    fam = make(kind)
+
+    def fixed_loss() -> float:
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(1234)
+            return float(fam.losses(fam.nets, x, y)["loss"])  # type: ignore[attr-defined]
+
+    before = fixed_loss()
+    losses = [s["loss"] for s in train(fam, 40, x, y, lr=2e-3)]
+    after = fixed_loss()
+    assert after < before - drop * abs(before), (before, after, losses[:3], losses[-3:])
