@@ -151,6 +151,15 @@ def build_model(spec: Any, image_shape: ImageShape, num_classes: int) -> ModelFa
     return cls(spec, image_shape, num_classes)
 
 
+def optimize(opt: torch.optim.Optimizer, losses: dict[str, torch.Tensor], key: str = "loss") -> dict[str, float]:
+    """One optimizer step on ``losses[key]``; returns every loss as a float (for families whose
+    training step is a single loss)."""
+    opt.zero_grad(set_to_none=True)
+    losses[key].backward()
+    opt.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] NCHW float -> NHWC uint8 on the same device."""
     return ((x.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

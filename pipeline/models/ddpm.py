@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, register
+from pipeline.models.base import ImageShape, ModelFamily, optimize, register
 from pipeline.spec import DDPMSpec
 
 CHANNEL_MULTS = (1, 2, 2)  # width of each resolution level, in units of base_channels
@@ -228,12 +228,7 @@ class DDPM(ModelFamily):
         y: torch.Tensor,
         autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
     ) -> dict[str, float]:
-        losses = self.losses(nets, x, y, autocast)
-        opt = opts["unet"]
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return optimize(opts["unet"], self.losses(nets, x, y, autocast))
 
     # -- sampling -------------------------------------------------------------------------
     def guided_eps(self, net: nn.Module, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> torch.Tensor:

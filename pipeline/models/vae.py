@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, register
+from pipeline.models.base import ImageShape, ModelFamily, optimize, register
 from pipeline.models.dcgan import upsampling_plan
 from pipeline.spec import TrainSpec
 
@@ -171,12 +171,7 @@ class ConditionalVAE(ModelFamily):
         y: torch.Tensor,
         autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
     ) -> dict[str, float]:
-        losses = self.losses(nets, x, y, autocast)
-        opt = opts["vae"]
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return optimize(opts["vae"], self.losses(nets, x, y, autocast))
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
