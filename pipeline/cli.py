@@ -47,11 +47,42 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
 
 
+def _one_line(msg: str) -> str:
+    """Messages can carry newlines (a remote traceback inside a Ray error): keep one line, and
+    of a traceback only its last line (the exception)."""
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    frame = next((i for i, ln in enumerate(lines) if ln.startswith(("Traceback", 'File "'))), None)
+    if frame is not None:
+        lines = [*lines[:frame], "...", lines[-1]]
+    return " ".join(lines)
+
+
 def _err(msg: str, code: int) -> typer.Exit:
     from pipeline.publish.storage import redact
 
-    typer.echo(f"genpipe: error: {redact(msg)}", err=True)
+    typer.echo(f"genpipe: error: {_one_line(redact(msg))}", err=True)
     return typer.Exit(code)
+
+
+def _loaded(*names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes named ``module:Class``, taken only from modules already imported: an
+    exception of a module never imported cannot have been raised, and importing it just to
+    compare would cost seconds (torch) on every early error such as a bad spec."""
+    out = []
+    for name in names:
+        mod, _, cls = name.partition(":")
+        m = sys.modules.get(mod)
+        if m is not None and isinstance(getattr(m, cls, None), type):
+            out.append(getattr(m, cls))
+    return tuple(out)
+
+
+def _remote_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task raised, without Ray's wrapper (whose text is the remote traceback)."""
+    rex = sys.modules.get("ray.exceptions")
+    while rex is not None and isinstance(exc, rex.RayTaskError) and isinstance(exc.cause, BaseException):
+        exc = exc.cause
+    return exc
 
 
 def cli_errors(fn: F) -> F:
@@ -59,25 +90,29 @@ def cli_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipeline.data import DataError
-        from pipeline.runner import BadInput, JobFailed
-        from pipeline.submit import SubmitError
-        from pipeline.train.checkpoint import CheckpointError
-
+        # the project's exception classes are looked up only when something failed, and only
+        # in modules already imported (``_loaded``): a bad spec must not cost a torch import
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                cause = _remote_cause(exc)
+                if cause is exc or os.environ.get("GENPIPE_DEBUG"):
+                    raise
+                raise cause from None
         except typer.Exit:
             raise
         except SpecError as exc:
             for p in exc.problems:
                 typer.echo(f"{exc.source}: {p}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        except (BadInput, DataError, CheckpointError) as exc:
+        except _loaded("pipeline.runner:BadInput", "pipeline.data.base:DataError",
+                       "pipeline.train.checkpoint:CheckpointError") as exc:
             raise _err(str(exc), EXIT_BAD_INPUT) from None
-        except JobFailed as exc:
+        except _loaded("pipeline.runner:JobFailed") as exc:
             raise _err(str(exc), EXIT_FAILED) from None
-        except SubmitError as exc:
-            raise _err(exc.message, exc.code) from None
+        except _loaded("pipeline.submit:SubmitError") as exc:
+            raise _err(exc.message, exc.code) from None  # type: ignore[attr-defined]
         except ConnectionError as exc:
             raise _err(f"cluster unreachable: {exc}", EXIT_UNREACHABLE) from None
         except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:

@@ -14,9 +14,33 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+def _known_protocols(url: str) -> str:
+    """A plain path, or a URL whose protocol(s) fsspec knows (whether or not its package is
+    installed here: the cluster may have gcsfs where the laptop has not)."""
+    from fsspec.registry import known_implementations, registry
+
+    for part in url.split("::"):
+        if "://" in part:
+            proto = part.split("://", 1)[0].lower()
+            if proto not in known_implementations and proto not in registry:
+                raise ValueError(f"{proto!r} is not a storage protocol fsspec knows (e.g. s3://, gs://, file://)")
+    return url
+
+
+Url = Annotated[str, AfterValidator(_known_protocols)]
 
 
 class SpecError(ValueError):
@@ -42,7 +66,7 @@ class AugmentSpec(_Part):
 
 class DatasetSpec(_Part):
     source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "parquet"] = "digits"
-    path: str | None = Field(None, description="root folder / URL for sources that read files")
+    path: Url | None = Field(None, description="root folder / URL for sources that read files")
     download: bool = False
     image_size: int | None = Field(None, ge=8, le=256, description="resize to this square size")
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
@@ -112,7 +136,7 @@ class TrainSpec(_Part):
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts (-1: unlimited)")
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
-    init_from: str | None = Field(None, description="checkpoint URL to start from (fine-tuning)")
+    init_from: Url | None = Field(None, description="checkpoint URL to start from (fine-tuning)")
     init_label_map: Literal["strict", "reinit"] = Field(
         "strict", description="what to do when init_from has a different class count"
     )
@@ -141,7 +165,7 @@ class SampleSpec(_Part):
         "(auto: split when sampling on GPUs)"
     )
     seed: int = Field(0, ge=0)
-    output: str = Field("outputs/datasets", description="fsspec URL of the dataset root")
+    output: Url = Field("outputs/datasets", description="fsspec URL of the dataset root")
     grid_per_class: int = Field(10, ge=1, le=64)
 
     @field_validator("per_class")
@@ -220,7 +244,7 @@ class JobSpec(_Part):
     sample: SampleSpec = SampleSpec()
     gate: GateSpec = GateSpec()
     schedule: ScheduleSpec | None = None
-    storage: str = Field("outputs/runs", description="fsspec URL for checkpoints, caches and run state")
+    storage: Url = Field("outputs/runs", description="fsspec URL for checkpoints, caches and run state")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
     shared_storage: bool = Field(False, description="a local path that every node mounts (NFS)")
 
@@ -286,6 +310,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     except UnicodeDecodeError:
         raise SpecError(str(path), ["not a text file"]) from None
     if overrides:
+        if data is not None and not isinstance(data, dict):  # else the overrides would replace it whole
+            raise SpecError(str(path), ["the top level must be a mapping of keys to values"])
         data = deep_merge(data or {}, overrides)
     return parse_spec(data, str(path))
 
@@ -312,5 +338,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise SpecError("--set", [f"{item!r}: {p!r} was already set to a single value"])
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SpecError("--set", [f"{item!r}: the value is not valid YAML ({problem})"]) from None
     return out

@@ -112,8 +112,12 @@ def _check_committed(fs: Any, path: str, size: int, rows: int) -> None:
     got = with_retries(lambda: fs.size(path), what="checking a written shard")
     if got != size:
         raise StorageError(f"{posixpath.basename(path)}: {got} bytes in storage, wrote {size}")
-    with fs.open(path, "rb") as f:
-        n = pq.ParquetFile(f).metadata.num_rows
+
+    def footer_rows() -> int:
+        with fs.open(path, "rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
+    n = with_retries(footer_rows, what="reading back a written shard")
     if n != rows:
         raise StorageError(f"{posixpath.basename(path)}: footer says {n} rows, wrote {rows}")
 

@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -60,6 +61,14 @@ PERMANENT: tuple[type[BaseException], ...] = (
 #: OSError errnos that are permanent even when the class is a plain OSError
 _PERMANENT_ERRNO = {errno.EINVAL, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.EDQUOT, errno.ENOTDIR}
 TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+#: transport errors of object-store clients that are not OSErrors: botocore's (s3fs raises them
+#: untranslated once its own and botocore's retries are spent: EndpointConnectionError,
+#: ConnectionClosedError, Connect/ReadTimeoutError) and aiohttp's (gcsfs, adlfs, http).
+#: ``module:Class``, looked up only in modules already imported (see :func:`client_transient`).
+CLIENT_TRANSIENT = (
+    "botocore.exceptions:ConnectionError", "botocore.exceptions:HTTPClientError",
+    "aiohttp.client_exceptions:ClientConnectionError", "aiohttp.client_exceptions:ClientPayloadError",
+)
 
 
 class SafeMessage(Exception):  # noqa: N818 - a marker, not an error of its own
@@ -248,6 +257,27 @@ def is_permanent(exc: BaseException, permanent: tuple[type[BaseException], ...] 
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno in _PERMANENT_ERRNO
 
 
+def client_transient() -> tuple[type[BaseException], ...]:
+    """The :data:`CLIENT_TRANSIENT` classes whose modules are loaded (an exception of a module
+    never imported cannot have been raised; importing botocore here would cost every caller)."""
+    out = []
+    for name in CLIENT_TRANSIENT:
+        mod, _, cls = name.partition(":")
+        m = sys.modules.get(mod)
+        if m is not None and isinstance(getattr(m, cls, None), type):
+            out.append(getattr(m, cls))
+    return tuple(out)
+
+
+def is_transient(exc: BaseException, retry_on: tuple[type[BaseException], ...] = TRANSIENT,
+                 permanent: tuple[type[BaseException], ...] = PERMANENT) -> bool:
+    """Whether ``exc`` may go away on a retry: network, timeouts, throttling, 5xx (s3fs turns
+    those into OSError), and the clients' own transport errors."""
+    if is_permanent(exc, permanent):
+        return False
+    return isinstance(exc, retry_on) or isinstance(exc, client_transient())
+
+
 def with_retries(
     fn: Callable[[], T],
     *,
@@ -265,14 +295,20 @@ def with_retries(
     fixed, half random) so that many actors retrying together spread out. Exceptions in
     ``permanent`` (and OSErrors with a permanent errno such as EINVAL/ENOSPC) are raised at
     once; the last transient error is raised when the attempts are used up.
+
+    Transient = ``retry_on`` plus the object-store clients' transport errors
+    (:data:`CLIENT_TRANSIENT`). This layer sits on top of the client's own retries (botocore
+    retries a refused connection for ~5 s; s3fs retries cut requests and timeouts, but not a
+    refused connection): it carries an operation through an outage as long as the sum of its
+    delays (1.5-3 s with the defaults) on top of the client's own, then gives up.
     """
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
     for k in range(attempts):
         try:
             return fn()
-        except retry_on as exc:
-            if is_permanent(exc, permanent) or k == attempts - 1:
+        except Exception as exc:
+            if not is_transient(exc, retry_on, permanent) or k == attempts - 1:
                 raise
             cap = min(max_delay, base_delay * (2**k))
             delay = cap / 2 + random.uniform(0, cap / 2)
