@@ -65,9 +65,63 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(dashboard_host="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING)
 
 
+def _probe_local_dir(field_name: str, path: str) -> None:
+    """A local directory that can be created: no file in the way, the nearest existing ancestor
+    accepts a new entry. The probe (mkdtemp + rmdir) restores the ancestor's times: no trace."""
+    import tempfile
+
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.path.isdir(p):
+        raise BadInput(f"{field_name}: {path}: {p} is a file, not a directory")
+    st = os.stat(p)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genpipe-probe-", dir=p))
+    except OSError as exc:
+        raise BadInput(f"{field_name}: {path}: cannot write under {p} ({exc.strerror or exc})") from None
+    finally:
+        if os.path.isdir(p):
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def check_writable(field_name: str, url: str, so: dict[str, Any]) -> None:
+    """Fail before any work when an output location can't be written (bucket missing, read-only dir)."""
+    from pipeline.publish.storage import is_local, url_to_fs
+
+    if is_local(url):
+        _, path = url_to_fs(url, so)
+        _probe_local_dir(field_name, path)
+        return
+    fs, path = url_to_fs(url, so)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
+        bucket = path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise BadInput(f"{field_name}: bucket {bucket!r} does not exist or is not reachable with these credentials")
+
+
+def check_init_from(spec: JobSpec, data: Any) -> None:
+    """train.init_from must be a readable genpipe checkpoint that fits this model and data."""
+    from pipeline.models import build_model
+    from pipeline.train.checkpoint import CheckpointError, load_checkpoint
+    from pipeline.train.finetune import load_weights_for_finetune
+
+    try:
+        state, _ = load_checkpoint(spec.train.init_from, spec.storage_options)
+        fam = build_model(spec.model, data.image_shape, data.num_classes)
+        load_weights_for_finetune(fam, state["model"], spec.train.init_label_map)
+    except CheckpointError as exc:
+        msg = str(exc)
+        raise BadInput(msg if msg.startswith("train.init_from") else f"train.init_from: {msg}") from None
+
+
 def _run_state(partition: str, so: dict[str, Any], spec_hash: str) -> dict[str, Any]:
     """created_at of the partition's first attempt, so a resumed run writes identical rows."""
-    from pipeline.publish.storage import join, url_to_fs
+    from pipeline.publish.storage import is_local, join, url_to_fs, with_retries
 
     fs, path = url_to_fs(join(partition, RUN_STATE), so)
     if fs.exists(path):
@@ -76,8 +130,9 @@ def _run_state(partition: str, so: dict[str, Any], spec_hash: str) -> dict[str, 
         if st.get("spec_hash") == spec_hash:
             return st
     st = {"spec_hash": spec_hash, "created_at": datetime.now(UTC).isoformat()}
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe(path, json.dumps(st).encode())
+    if is_local(partition):  # object stores have no directories (s3fs.makedirs may create a bucket)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with_retries(lambda: fs.pipe(path, json.dumps(st).encode()), what=f"writing {RUN_STATE}")
     return st
 
 
@@ -126,6 +181,10 @@ def run_job(
         plan = make_plan(spec.sample, data.num_classes, spec.name, date)
     except (DataError, ValueError, OSError) as exc:
         raise BadInput(str(exc)) from None
+    if spec.train.init_from:
+        check_init_from(spec, data)
+    check_writable("sample.output", spec.sample.output, so)
+    check_writable("storage", spec.storage, so)
 
     ensure_ray(address)
     check_cluster(spec)

@@ -34,6 +34,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -43,6 +44,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.train.checkpoint import load_checkpoint, load_state_bytes, save_checkpoint_dir
 
     spec = JobSpec.model_validate(config["spec"])
+    secrets = ray.get(config["secrets"]) if config.get("secrets") is not None else {}
+    if secrets:  # credentials travel as an object ref, never inside the recorded config
+        spec = spec.model_copy(update={
+            "storage_options": secrets["storage"],
+            "dataset": spec.dataset.model_copy(update={"storage_options": secrets["dataset"]})})
     tr = spec.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

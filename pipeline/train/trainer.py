@@ -89,6 +89,7 @@ def train(
     """Train (or resume, or skip if finished) the job's model; returns its final checkpoint."""
     import time
 
+    import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -115,7 +116,10 @@ def train(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "spec": spec.model_dump(mode="json"),
+            # credentials stay out of the config: Ray Train records it (dashboard run state)
+            "spec": spec.model_dump(mode="json", exclude={"storage_options": True,
+                                                          "dataset": {"storage_options"}}),
+            "secrets": ray.put({"storage": dict(so), "dataset": dict(spec.dataset.storage_options)}),
             "train_hash": spec.train_hash(),
             "meta": meta,
             "start_from": start_from,
