@@ -140,7 +140,15 @@ def check_cluster(spec: JobSpec) -> None:
     """Fail fast, naming what is missing, instead of pending forever on an impossible request."""
     from pipeline.feasibility import check_snapshot, cluster_snapshot
 
-    problems = check_snapshot(spec, cluster_snapshot())
+    snap = cluster_snapshot()
+    problems = check_snapshot(spec, snap)
+    if spec.dataset.streaming and not snap.autoscaling:  # static cluster: Ray Data needs a CPU of its own
+        total = float(snap.resources.get("CPU", 0))
+        used = spec.train.num_workers * spec.train.cpus_per_worker
+        if used >= total:
+            problems.append(f"dataset.streaming reads through Ray Data tasks, which need a CPU beyond the "
+                            f"{used:g} the training workers take (the cluster has {total:g}): lower "
+                            "train.num_workers or train.cpus_per_worker")
     if problems:
         raise BadInput("the cluster can never run this job: " + "; ".join(problems))
 
@@ -177,7 +185,13 @@ def run_job(
         raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
 
     try:
-        data = load_dataset(spec.dataset)
+        if spec.dataset.streaming:  # lazy Ray Data datasets: listing and one peek, no full load
+            ensure_ray(address)
+            from pipeline.data.streaming import streaming_dataset
+
+            data = streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
+        else:
+            data = load_dataset(spec.dataset)
         plan = make_plan(spec.sample, data.num_classes, spec.name, date)
     except (DataError, ValueError, OSError) as exc:
         raise BadInput(str(exc)) from None
@@ -191,7 +205,8 @@ def run_job(
     board = ProgressBoard.remote()
     meta = {"job": spec.name, "date": date, "kind": spec.model.kind, "class_names": data.class_names,
             "image_shape": list(data.image_shape), "dataset_key": data.key, "code_version": __version__}
-    rep.message(f"genpipe {spec.name} date={date}: {len(data.train_x)} train / {len(data.test_x)} test images "
+    sizes = "streamed" if spec.dataset.streaming else f"{len(data.train_x)} train / {len(data.test_x)} test"
+    rep.message(f"genpipe {spec.name} date={date}: {sizes} images "
                 f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
                 f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
 
@@ -278,7 +293,6 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     import numpy as np
     import torch
 
-    from pipeline.data import load_dataset
     from pipeline.evaluate import evaluate_quality
     from pipeline.publish.storage import join
     from pipeline.sample.generate import generate_u8, load_generator, pick_device
@@ -286,7 +300,7 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
 
     torch.set_num_threads(max(1, int(ray_cpus())))
     spec = JobSpec.model_validate(spec_json)
-    data = load_dataset(spec.dataset)
+    data = eval_data(spec)
     device = pick_device(use_gpu)
     fam, _ = load_generator(ckpt_url, spec, device)
     n = spec.gate.eval_images
@@ -299,6 +313,26 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
         device=str(device),
     )
+
+
+#: real training images held in memory for evaluation of a streamed dataset (memorization, uplift)
+EVAL_TRAIN_CAP = 20_000
+
+
+def eval_data(spec: JobSpec) -> Any:
+    """Real data for evaluation: the in-memory dataset, or for a streamed one its own test split and a
+    capped slice of its train split (the same content-hash split training used)."""
+    from pipeline.data import load_dataset
+
+    if not spec.dataset.streaming:
+        return load_dataset(spec.dataset)
+    from pipeline.data.base import ImageDataset
+    from pipeline.data.streaming import streaming_dataset, to_tensors
+
+    sd = streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
+    test_x, test_y = to_tensors(sd.test)
+    train_x, train_y = to_tensors(sd.train.limit(EVAL_TRAIN_CAP))
+    return ImageDataset(train_x, train_y, test_x, test_y, sd.class_names, sd.key)
 
 
 def ray_cpus() -> float:

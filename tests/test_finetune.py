@@ -104,3 +104,23 @@ def test_init_from_a_corrupted_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "ck" / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupted"):
         load_checkpoint(str(tmp_path / "ck"))
+
+
+def test_streaming_training_reads_through_ray_data(ray_local, tiny_spec, tmp_path):
+    """dataset.streaming: the workers read their shard through Ray Data (get_dataset_shard)."""
+    write_rgb_folder(tmp_path / "imgs")
+    spec = tiny_spec("stream", dataset={"source": "image_folder", "path": str(tmp_path / "imgs"),
+                                        "streaming": True, "channels": 3, "image_size": 32},
+                     train={"epochs": 2, "num_workers": 1, "batch_size": 16},
+                     sample={"num_images": 30, "shard_size": 30, "num_actors": 1})
+    # with both CPUs taken by training workers, Ray Data could never read: refused up front
+    from pipeline.runner import BadInput
+
+    with pytest.raises(BadInput, match="dataset.streaming"):
+        run_job(spec.model_copy(update={"train": spec.train.model_copy(update={"num_workers": 2})}), "2026-04-02")
+    out = run_job(spec, "2026-04-02")
+    assert out.rows == 30
+    state, _ = load_checkpoint(out.checkpoint)
+    hist = state["history"]
+    assert [h["epoch"] for h in hist] == [1, 2] and hist[0]["step"] > 0
+    assert state["model"]["image_shape"] == [3, 32, 32] and state["model"]["num_classes"] == 3

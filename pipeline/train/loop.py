@@ -56,9 +56,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
 
-    data = load_dataset(spec.dataset)
+    streaming = spec.dataset.streaming
+    if streaming:  # rows arrive through Ray Data (get_dataset_shard); the shape comes from the driver
+        image_shape, num_classes = tuple(config["meta"]["image_shape"]), len(config["meta"]["class_names"])
+    else:  # small in-memory datasets: every worker loads it and takes its DistributedSampler slice
+        data = load_dataset(spec.dataset)
+        image_shape, num_classes = data.image_shape, data.num_classes
     _seed_everything(derive_seed(tr.seed, "init"))  # identical initial weights on every rank
-    fam = build_model(spec.model, data.image_shape, data.num_classes)
+    fam = build_model(spec.model, image_shape, num_classes)
     fam.to(device)
     nets = {k: ray.train.torch.prepare_model(v) for k, v in fam.nets.items()}
     opts = fam.make_optimizers(fam.nets, tr)
@@ -87,11 +92,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
             load_weights_for_finetune(fam, state["model"], tr.init_label_map)
 
-    dataset = TensorDataset(data.train_x, data.train_y)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=tr.seed,
-                                 drop_last=True)
-    batch = min(tr.batch_size, max(1, len(dataset) // world))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
+    if streaming:
+        batch = tr.batch_size
+        shard = ray.train.get_dataset_shard("train")
+
+        def epoch_batches(epoch: int):
+            for b in shard.iter_torch_batches(batch_size=batch, drop_last=True,
+                                              local_shuffle_buffer_size=8 * batch,
+                                              local_shuffle_seed=derive_seed(tr.seed, rank, epoch) % 2**31):
+                yield b["image"], b["label"]
+    else:
+        dataset = TensorDataset(data.train_x, data.train_y)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=tr.seed,
+                                     drop_last=True)
+        batch = min(tr.batch_size, max(1, len(dataset) // world))
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
+
+        def epoch_batches(epoch: int):
+                return loader
     use_bf16 = device.type == "cuda" and tr.bf16
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
@@ -101,12 +119,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if rank == 0:
             maybe_exit(config.get("faults"), "train_exit_at_epoch", epoch)
         _seed_everything(derive_seed(tr.seed, rank, epoch))  # RNG state = f(seed, rank, epoch)
-        sampler.set_epoch(epoch)
         aug_gen = torch.Generator().manual_seed(derive_seed(tr.seed, rank, epoch, "augment"))
         for n in nets.values():
             n.train()
         t0, sums, batches = time.perf_counter(), {}, 0
-        for x, y in loader:
+        for x, y in epoch_batches(epoch):
             x = random_affine(x, spec.dataset.augment, aug_gen).to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             losses = fam.train_step(nets, opts, x, y, autocast())

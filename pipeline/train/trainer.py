@@ -113,8 +113,14 @@ def train(
     if tr.use_gpu:
         worker_resources["GPU"] = 1
     storage_path, storage_fs = storage_for_ray(root, so)
+    datasets = None
+    if spec.dataset.streaming:  # workers read their shard through Ray Data, never the whole dataset
+        from pipeline.data.streaming import streaming_dataset
+
+        datasets = {"train": streaming_dataset(spec.dataset, spec.dataset.storage_options or None).train}
     trainer = TorchTrainer(
         train_loop_per_worker,
+        datasets=datasets,
         train_loop_config={
             # credentials stay out of the config: Ray Train records it (dashboard run state)
             "spec": spec.model_dump(mode="json", exclude={"storage_options": True,
