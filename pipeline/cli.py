@@ -65,16 +65,10 @@ def _err(msg: str, code: int) -> typer.Exit:
 
 
 def _loaded(*names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes named ``module:Class``, taken only from modules already imported: an
-    exception of a module never imported cannot have been raised, and importing it just to
-    compare would cost seconds (torch) on every early error such as a bad spec."""
-    out = []
-    for name in names:
-        mod, _, cls = name.partition(":")
-        m = sys.modules.get(mod)
-        if m is not None and isinstance(getattr(m, cls, None), type):
-            out.append(getattr(m, cls))
-    return tuple(out)
+    """Exception classes of already-imported modules only (see storage.loaded_classes)."""
+    from pipeline.publish.storage import loaded_classes
+
+    return loaded_classes(*names)
 
 
 def _remote_cause(exc: BaseException) -> BaseException:

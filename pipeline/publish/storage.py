@@ -257,16 +257,22 @@ def is_permanent(exc: BaseException, permanent: tuple[type[BaseException], ...] 
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno in _PERMANENT_ERRNO
 
 
-def client_transient() -> tuple[type[BaseException], ...]:
-    """The :data:`CLIENT_TRANSIENT` classes whose modules are loaded (an exception of a module
-    never imported cannot have been raised; importing botocore here would cost every caller)."""
+def loaded_classes(*names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes named ``module:Class``, taken only from modules already imported: an
+    exception of a module never imported cannot have been raised, and importing one just to
+    compare (botocore, torch) would cost every caller."""
     out = []
-    for name in CLIENT_TRANSIENT:
+    for name in names:
         mod, _, cls = name.partition(":")
         m = sys.modules.get(mod)
         if m is not None and isinstance(getattr(m, cls, None), type):
             out.append(getattr(m, cls))
     return tuple(out)
+
+
+def client_transient() -> tuple[type[BaseException], ...]:
+    """The :data:`CLIENT_TRANSIENT` classes whose modules are loaded."""
+    return loaded_classes(*CLIENT_TRANSIENT)
 
 
 def is_transient(exc: BaseException, retry_on: tuple[type[BaseException], ...] = TRANSIENT,
