@@ -23,8 +23,6 @@ import yaml
 from pipeline.schedule import (
     Lease,
     ScheduleState,
-    _create_exclusive,
-    _on_calendar,
     check_cron,
     check_timezone,
     due_dates,
@@ -33,6 +31,8 @@ from pipeline.schedule import (
     retention_victims,
     run_due,
 )
+from pipeline.schedule.emit import _on_calendar
+from pipeline.schedule.lease import _create_exclusive
 from pipeline.spec import JobSpec, ScheduleSpec
 
 BERLIN = ZoneInfo("Europe/Berlin")

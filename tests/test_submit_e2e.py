@@ -7,7 +7,7 @@ resources the cluster can never give); and token auth found by genpipe itself.
 The head is started the way a cluster often is: with the venv's ``ray`` binary but
 without the venv on PATH, so ``python`` in the job's shell is some other interpreter
 without Ray or torch. The job still runs: the entrypoint launcher finds the cluster's own
-Python (pipeline/submit.py).
+Python (pipeline/submit/).
 """
 
 from __future__ import annotations
