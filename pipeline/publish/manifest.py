@@ -120,7 +120,7 @@ def write_manifest(
         staging = join(ppath, STAGING_DIR)
         with_retries(lambda: put_replace(fs, join(ppath, MANIFEST_NAME), data, staging), what="writing the manifest")
         remove_empty_dir(fs, staging)
-    log.info("published %s: %d rows in %d shards", redact(partition, storage_options or {}), man["num_rows"], n)
+    log.debug("published %s: %d rows in %d shards", redact(partition, storage_options or {}), man["num_rows"], n)
     return json.loads(data)
 
 

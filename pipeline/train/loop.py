@@ -10,7 +10,9 @@ call ``ray.train.report`` the same number of times (it is a barrier).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 import tempfile
 import time
 from typing import Any
@@ -33,6 +35,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _quiet_report_lines(level: str) -> None:
+    """Ray 2.60 logs "Reporting training result ..." (one line per report, full metrics) through
+    ``logging.getLogger(__file__)`` in its execution context module: a logger named by a path,
+    so RunConfig's LoggingConfig (which filters ``ray.train.*``) does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
+
+
+def _say(text: str) -> None:
+    """One line on the worker's stdout, once: Ray Train patches ``print`` into its logger and
+    also tees it to a redirected ``sys.stdout``, so a plain ``print`` reached the driver twice."""
+    sys.__stdout__.write(text + "\n")
+    sys.__stdout__.flush()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray
     import ray.train
@@ -50,6 +70,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             "storage_options": secrets["storage"],
             "dataset": spec.dataset.model_copy(update={"storage_options": secrets["dataset"]})})
     tr = spec.train
+    _quiet_report_lines(config.get("ray_train_log_level", "WARNING"))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -139,9 +160,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         history.append(metrics)
         last = epoch + 1 == tr.epochs
         if rank == 0:
-            print(f"epoch {epoch + 1}/{tr.epochs} "
-                  + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("loss"))
-                  + f" {metrics['images_per_s']:.0f} img/s", flush=True)
+            _say(f"epoch {epoch + 1}/{tr.epochs} "
+                 + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("loss"))
+                 + f" {metrics['images_per_s']:.0f} img/s")
             board = config.get("progress_actor")
             if board is not None:
                 board.update.remote("train", epoch + 1, tr.epochs, metrics)

@@ -9,6 +9,7 @@ from it; a finished run is recognised from its ``done.json`` and not trained aga
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,10 @@ def train(
     if tr.use_gpu:
         worker_resources["GPU"] = 1
     storage_path, storage_fs = storage_for_ray(root, so)
+    # Ray Train's INFO lines (each report's full metrics, worker-group start-up) are forwarded
+    # into the job's output; genpipe reports progress itself. Ray's system log files under the
+    # session directory keep every level. GENPIPE_RAY_TRAIN_LOG_LEVEL=INFO brings them back.
+    ray_train_log_level = os.environ.get("GENPIPE_RAY_TRAIN_LOG_LEVEL", "WARNING").upper()
     datasets = None
     if spec.dataset.streaming:  # workers read their shard through Ray Data, never the whole dataset
         from pipeline.data.streaming import streaming_dataset
@@ -131,6 +136,7 @@ def train(
             "start_from": start_from,
             "progress_actor": progress_actor,
             "faults": faults_from_env(),
+            "ray_train_log_level": ray_train_log_level,
         },
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -142,6 +148,7 @@ def train(
             storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=tr.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level=ray_train_log_level),
         ),
     )
     result = trainer.fit()
