@@ -206,7 +206,7 @@ def run_job(
     meta = {"job": spec.name, "date": date, "kind": spec.model.kind, "class_names": data.class_names,
             "image_shape": list(data.image_shape), "dataset_key": data.key, "code_version": __version__}
     sizes = "streamed" if spec.dataset.streaming else f"{len(data.train_x)} train / {len(data.test_x)} test"
-    rep.message(f"genpipe {spec.name} date={date}: {sizes} images "
+    rep.message(f"job {spec.name} date={date}: {sizes} images "
                 f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
                 f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
 

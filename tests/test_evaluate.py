@@ -6,6 +6,7 @@ import json
 import math
 import uuid
 
+import fsspec
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,9 @@ from pipeline.evaluate import (
     Recipe,
     accuracy,
     augmentation_uplift,
+    baseline_key,
+    baseline_url,
+    cached_baseline,
     cas_report,
     check_gate,
     evaluate_quality,
@@ -26,6 +30,7 @@ from pipeline.evaluate import (
     memorization,
     stratified_subset,
     train_classifier,
+    uplift_baselines,
 )
 from pipeline.spec import GateSpec
 
@@ -229,6 +234,44 @@ def test_uplift_of_real_data_is_positive(digits: dict) -> None:
 # -- memorization ---------------------------------------------------------------------------
 
 
+def test_uplift_baselines_equal_the_base_side_of_uplift(digits: dict) -> None:
+    # the cached baselines must be the very numbers augmentation_uplift would measure itself
+    args = (digits["xtr"], digits["ytr"], digits["xte"], digits["yte"])
+    base = uplift_baselines(*args, 10, seeds=[3, 4], recipe=TINY)
+    up = augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], recipe=TINY)
+    assert base == up["base_acc_per_seed"]
+    given = augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], recipe=TINY,
+                                base_acc=base)
+    assert given == up  # same result, without training the two base classifiers
+    with pytest.raises(ValueError, match="base_acc has 1 values for 2 seeds"):
+        augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], base_acc=[0.5])
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_cached_baseline_computes_once_and_distrusts_bad_files(tmp_path, where: str) -> None:
+    url = str(tmp_path / "cache") if where == "local" else f"memory://genpipe-test-{uuid.uuid4().hex}/cache"
+    calls: list[int] = []
+
+    def compute() -> list[float]:
+        calls.append(1)
+        return [0.5, 0.25]
+
+    key = baseline_key("uplift_base", "cpu", seeds=[0, 1], fraction=0.1)
+    assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], False)
+    assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], True)
+    assert len(calls) == 1
+    other = baseline_key("uplift_base", "cpu", seeds=[0, 1], fraction=0.2)  # any dependency changes: a miss
+    assert cached_baseline(url, "digits-x", other, compute)[1] is False and len(calls) == 2
+    fs, path = fsspec.core.url_to_fs(baseline_url(url, "digits-x", key))
+    fs.pipe_file(path, b"{not json")  # unreadable: recomputed and rewritten
+    assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], False)
+    fs.pipe_file(path, json.dumps({"key": {"kind": "something else"}, "value": 0.99}).encode())
+    assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], False)  # mismatched key
+    assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], True)
+    with pytest.raises(ValueError, match="safe file name"):
+        baseline_url(url, "../escape", key)
+
+
 def test_memorization_copy_versus_fresh(digits: dict) -> None:
     train = digits["xtr"]
     rng = np.random.default_rng(0)
@@ -318,6 +361,14 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
     assert messages and any("fid" in s for s in messages)
     assert check_gate(GateSpec(fid_max=m["fid"] * 2), m) == []
     assert check_gate(GateSpec(fid_max=m["fid"] / 2), m)[0].startswith("fid ")
+    # a second evaluation of the same dataset (a gate retry, the next night) reuses the real-only
+    # baselines: same numbers, fewer classifiers trained
+    m2 = evaluate_quality(digits["xtr"], digits["ytr"], digits["xte"], digits["yte"], synth, synth_y, 10,
+                          feature_cache, "digits-test", recipe=Recipe(base_width=8, epochs=1, min_steps=40),
+                          uplift_seeds=1)
+    assert m["baselines_from_cache"] is False and m2["baselines_from_cache"] is True
+    assert m2["real_acc"] == m["real_acc"] and m2["uplift_base_acc"] == m["uplift_base_acc"]
+    assert m2["cas"] == m["cas"] and m2["uplift_per_seed"] == m["uplift_per_seed"]
 
 
 def test_evaluate_quality_rejects_mismatched_shapes(digits: dict, feature_cache: str) -> None:

@@ -7,10 +7,12 @@ Pure functions on uint8 (N, H, W, C) image arrays with int64 labels; no Ray need
 * :mod:`~pipeline.evaluate.fid` -- Fréchet distance (Heusel et al. 2017)
 * :mod:`~pipeline.evaluate.cas` -- classification accuracy score (Ravuri & Vinyals 2019)
 * :mod:`~pipeline.evaluate.uplift` -- augmentation uplift on a small real subset
+* :mod:`~pipeline.evaluate.baselines` -- the real-only baselines, cached per dataset
 * :mod:`~pipeline.evaluate.memorization` -- d1/d2 < 1/3 near-copies (Gu et al. 2025)
 * :mod:`~pipeline.evaluate.gate` -- all of the above in one dict, and the GateSpec check
 """
 
+from pipeline.evaluate.baselines import baseline_key, baseline_url, cached_baseline
 from pipeline.evaluate.cas import cas_report, classification_accuracy_score
 from pipeline.evaluate.classifier import (
     FEATURE_RECIPE,
@@ -27,9 +29,13 @@ from pipeline.evaluate.features import cache_path, get_feature_net
 from pipeline.evaluate.fid import fid, frechet_distance, frechet_distance_from_stats
 from pipeline.evaluate.gate import check_gate, evaluate_quality
 from pipeline.evaluate.memorization import MemorizationResult, memorization, nearest_two
-from pipeline.evaluate.uplift import augmentation_uplift, stratified_subset
+from pipeline.evaluate.uplift import augmentation_uplift, stratified_subset, uplift_baselines
 
 __all__ = [
+    "baseline_key",
+    "baseline_url",
+    "cached_baseline",
+    "uplift_baselines",
     "FEATURE_RECIPE",
     "PROBE_RECIPE",
     "ClassifierConfig",

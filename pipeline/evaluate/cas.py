@@ -55,16 +55,20 @@ def cas_report(
     seed: int = 0,
     recipe: Recipe = PROBE_RECIPE,
     device: str | torch.device = "cpu",
+    real_acc: float | None = None,
 ) -> dict[str, Any]:
     """CAS and the real-trained accuracy beside it, with one shared step budget.
 
+    ``real_acc``: the real-trained accuracy when already known (it depends on the real data,
+    ``seed``, ``recipe`` and device only: see :mod:`pipeline.evaluate.baselines`).
     Returns ``{"cas", "real_acc", "cas_ratio", "steps"}``.
     """
     steps = recipe.steps_for(len(real_train_u8))
     kw: dict[str, Any] = {"seed": seed, "steps": steps, "recipe": recipe, "device": device}
-    real_acc = classification_accuracy_score(
-        real_train_u8, real_train_labels, real_test_u8, real_test_labels, num_classes, **kw
-    )
+    if real_acc is None:
+        real_acc = classification_accuracy_score(
+            real_train_u8, real_train_labels, real_test_u8, real_test_labels, num_classes, **kw
+        )
     cas = classification_accuracy_score(
         synth_u8, synth_labels, real_test_u8, real_test_labels, num_classes, **kw
     )

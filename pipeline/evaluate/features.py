@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 
 #: bump when the architecture or the payload layout changes: old cache files are retrained
 CACHE_FORMAT = 1
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def cache_path(cache_url: str, dataset_key: str) -> str:
     """The URL of the cached feature net of ``dataset_key`` under ``cache_url``."""
-    if not _KEY_RE.match(dataset_key):
+    if not KEY_RE.match(dataset_key):
         raise ValueError(f"dataset_key {dataset_key!r} is not a safe file name")
     return cache_url.rstrip("/") + f"/features-{dataset_key}.pt"
 
@@ -73,7 +73,7 @@ def _decode(data: bytes) -> tuple[SmallCNN, dict[str, Any]]:
     return model.eval(), meta
 
 
-def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if isinstance(fs, LocalFileSystem):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
@@ -150,6 +150,6 @@ def get_feature_net(
         "torch_version": str(torch.__version__),
         "created_unix": float(time.time()),
     }
-    _write_atomic(fs, path, _encode(model, meta))
+    write_atomic(fs, path, _encode(model, meta))
     info = dict(meta, from_cache=False, url=url, reason=reason, seconds=time.perf_counter() - t0)
     return model, info

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.evaluate.cas import cas_report
+from pipeline.evaluate.baselines import baseline_key, cached_baseline
+from pipeline.evaluate.cas import cas_report, classification_accuracy_score
 from pipeline.evaluate.classifier import (
     FEATURE_RECIPE,
     PROBE_RECIPE,
@@ -39,7 +41,7 @@ from pipeline.evaluate.classifier import (
 from pipeline.evaluate.features import get_feature_net
 from pipeline.evaluate.fid import frechet_distance
 from pipeline.evaluate.memorization import RATIO_THRESHOLD, memorization
-from pipeline.evaluate.uplift import augmentation_uplift
+from pipeline.evaluate.uplift import augmentation_uplift, seed_list_of, uplift_baselines
 from pipeline.spec import GateSpec
 
 
@@ -67,7 +69,9 @@ def evaluate_quality(
     """Measure generated images against real data; returns a flat JSON-able metrics dict.
 
     All images are uint8 (N, H, W, C) with int64 labels. The feature net is loaded from
-    (or trained into) ``<cache_url>/features-<dataset_key>.pt``. ``seed`` fixes the fresh
+    (or trained into) ``<cache_url>/features-<dataset_key>.pt``; the real-only baselines (CAS's
+    ``real_acc``, the uplift's real-subset accuracies) likewise from ``baselines-<dataset_key>-*.json``
+    there (:mod:`pipeline.evaluate.baselines`): a dataset evaluated before costs half the time. ``seed`` fixes the fresh
     classifiers (CAS, real baseline, uplift subsets); ``recipe`` is their training recipe.
 
     Keys: ``feature_net_test_acc``, ``feature_net_from_cache``, ``fid``, ``fid_real_floor``,
@@ -121,6 +125,26 @@ def evaluate_quality(
     lap("fid", t)
     say(f"fid {fid_value:.3f} (real floor {fid_floor:.3f})")
 
+    # real-only baselines: measured once per dataset, recipe, seeds and device (see baselines.py)
+    t = time.perf_counter()
+    common = {"recipe": asdict(recipe), "num_classes": int(num_classes), "num_train": len(real_train_u8),
+              "num_test": len(real_test_u8), "steps": recipe.steps_for(len(real_train_u8))}
+    real_acc, real_cached = cached_baseline(
+        cache_url, dataset_key, baseline_key("real_acc", device, seed=int(seed), **common),
+        lambda: classification_accuracy_score(real_train_u8, y_train, real_test_u8, y_test, num_classes,
+                                              seed=seed, steps=common["steps"], recipe=recipe, device=device),
+        storage_options)
+    seed_list = seed_list_of(uplift_seeds, seed)
+    base_acc, base_cached = cached_baseline(
+        cache_url, dataset_key,
+        baseline_key("uplift_base", device, seeds=seed_list, fraction=float(uplift_fraction), **common),
+        lambda: uplift_baselines(real_train_u8, y_train, real_test_u8, y_test, num_classes,
+                                 fraction=uplift_fraction, seeds=seed_list, recipe=recipe, device=device),
+        storage_options)
+    lap("baselines", t)
+    say(f"real baselines: accuracy {real_acc:.4f}, uplift subsets {', '.join(f'{b:.4f}' for b in base_acc)} "
+        f"({'cached' if real_cached and base_cached else 'measured'})")
+
     t = time.perf_counter()
     cas = cas_report(
         real_train_u8,
@@ -133,6 +157,7 @@ def evaluate_quality(
         seed=seed,
         recipe=recipe,
         device=device,
+        real_acc=float(real_acc),
     )
     lap("cas", t)
     say(f"cas {cas['cas']:.4f} vs real {cas['real_acc']:.4f}")
@@ -147,12 +172,12 @@ def evaluate_quality(
         y_syn,
         num_classes,
         fraction=uplift_fraction,
-        seeds=uplift_seeds,
-        seed=seed,
+        seeds=seed_list,
         max_synthetic=uplift_max_synthetic,
         recipe=recipe,
         device=device,
         progress=say,
+        base_acc=base_acc,
     )
     lap("uplift", t)
     say(f"uplift {up['uplift_mean']:+.4f}")
@@ -171,6 +196,7 @@ def evaluate_quality(
         "real_acc": float(cas["real_acc"]),
         "cas_ratio": float(cas["cas_ratio"]),
         "classifier_steps": int(cas["steps"]),
+        "baselines_from_cache": bool(real_cached and base_cached),
         "uplift_mean": float(up["uplift_mean"]),
         "uplift_per_seed": list(up["uplift_per_seed"]),
         "uplift_base_acc": float(up["base_acc"]),

@@ -37,6 +37,40 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
+def seed_list_of(seeds: int | Sequence[int], seed: int = 0) -> list[int]:
+    """``seeds`` as an explicit list: a count means ``seed, seed+1, ...``."""
+    out = [seed + i for i in range(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not out:
+        raise ValueError("need at least one seed")
+    return out
+
+
+def uplift_baselines(
+    real_train_u8: np.ndarray,
+    real_train_labels: np.ndarray,
+    real_test_u8: np.ndarray,
+    real_test_labels: np.ndarray,
+    num_classes: int,
+    *,
+    fraction: float = 0.1,
+    seeds: int | Sequence[int] = 3,
+    seed: int = 0,
+    recipe: Recipe = PROBE_RECIPE,
+    device: str | torch.device = "cpu",
+) -> list[float]:
+    """The real-subset accuracy of each seed: exactly the ``base`` side of
+    :func:`augmentation_uplift` (same subsets, seeds and step budget), without any synthetic image."""
+    y_real = check_labels(real_train_labels, len(real_train_u8), num_classes, "real_train_labels")
+    steps = recipe.steps_for(len(real_train_u8))
+    out = []
+    for s in seed_list_of(seeds, seed):
+        sub = stratified_subset(y_real, fraction, s)
+        m = train_classifier(real_train_u8[sub], y_real[sub], num_classes, seed=s, steps=steps, recipe=recipe,
+                             device=device)
+        out.append(float(accuracy(m, real_test_u8, real_test_labels)))
+    return out
+
+
 def augmentation_uplift(
     real_train_u8: np.ndarray,
     real_train_labels: np.ndarray,
@@ -53,17 +87,20 @@ def augmentation_uplift(
     recipe: Recipe = PROBE_RECIPE,
     device: str | torch.device = "cpu",
     progress: Callable[[str], None] | None = None,
+    base_acc: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of (real subset + synthetic) minus accuracy of (real subset alone).
 
     ``seeds``: a count (seeds ``seed, seed+1, ...``) or an explicit list. ``max_synthetic``
     caps the synthetic images added (a random draw per seed; default: all of them).
+    ``base_acc``: the real-subset accuracies per seed when already known (from
+    :func:`uplift_baselines` with the same arguments, e.g. cached).
     Returns ``uplift_mean``, ``uplift_per_seed``, ``base_acc`` / ``aug_acc`` (means) and
     their per-seed lists, ``num_real_subset``, ``num_synthetic_used``, ``steps``, ``seeds``.
     """
-    seed_list = [seed + i for i in range(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("need at least one seed")
+    seed_list = seed_list_of(seeds, seed)
+    if base_acc is not None and len(base_acc) != len(seed_list):
+        raise ValueError(f"base_acc has {len(base_acc)} values for {len(seed_list)} seeds")
     y_real = check_labels(real_train_labels, len(real_train_u8), num_classes, "real_train_labels")
     y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
     steps = recipe.steps_for(len(real_train_u8))
@@ -76,8 +113,11 @@ def augmentation_uplift(
         x_aug = np.concatenate([real_train_u8[sub], synth_u8[syn]])
         y_aug = np.concatenate([y_real[sub], y_syn[syn]])
         kw: dict[str, Any] = {"seed": s, "steps": steps, "recipe": recipe, "device": device}
-        m_base = train_classifier(real_train_u8[sub], y_real[sub], num_classes, **kw)
-        base.append(accuracy(m_base, real_test_u8, real_test_labels))
+        if base_acc is None:
+            m_base = train_classifier(real_train_u8[sub], y_real[sub], num_classes, **kw)
+            base.append(accuracy(m_base, real_test_u8, real_test_labels))
+        else:
+            base.append(float(base_acc[len(base)]))
         m_aug = train_classifier(x_aug, y_aug, num_classes, **kw)
         aug.append(accuracy(m_aug, real_test_u8, real_test_labels))
         n_sub, n_syn = len(sub), len(syn)
