@@ -217,7 +217,7 @@ class ScheduleSpec(_Part):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from pipeline.schedule import check_cron
+        from pipeline.schedule.cron import check_cron
 
         try:
             return check_cron(v)  # normalised: 5 fields, macros expanded
@@ -227,7 +227,7 @@ class ScheduleSpec(_Part):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        from pipeline.schedule import check_timezone
+        from pipeline.schedule.cron import check_timezone
 
         try:
             return check_timezone(v)

@@ -19,7 +19,8 @@ finish the ``run_one`` it is in. That is tolerated because ``run_one`` is idempo
 id = job + date) and a holder that finds its lease lost records nothing more.
 """
 
-from pipeline.schedule.cron import MACROS, check_cron, check_timezone, due_dates, next_runs
+from pipeline.schedule.cron import MACROS, check_cron, check_timezone
+from pipeline.schedule.dates import due_dates, next_runs
 from pipeline.schedule.emit import emit
 from pipeline.schedule.lease import Lease, ScheduleState, default_owner
 from pipeline.schedule.run import RunDueResult, retention_victims, run_due

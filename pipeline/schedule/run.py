@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.schedule.cron import as_aware, due_dates, parse_schedule
+from pipeline.schedule.dates import as_aware, due_dates, parse_schedule
 from pipeline.schedule.lease import Lease, ScheduleState, default_owner
 
 if TYPE_CHECKING:
