@@ -293,7 +293,7 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     import numpy as np
     import torch
 
-    from pipeline.evaluate import evaluate_quality
+    from pipeline.evaluate import RealSplit, evaluate_quality
     from pipeline.publish.storage import join
     from pipeline.sample.generate import generate_u8, load_generator, pick_device
     from pipeline.sample.plan import image_seeds, spread_labels
@@ -307,9 +307,10 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     labels = spread_labels({k: n // data.num_classes + (k < n % data.num_classes) for k in range(data.num_classes)})
     seeds = image_seeds(spec.train.seed + 7919, 0, n)  # not the published seeds: a held-out draw
     synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+    real = RealSplit.checked(data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(),
+                             data.num_classes)
     return evaluate_quality(
-        data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(), synth,
-        np.asarray(labels), data.num_classes, cache_url=join(spec.storage, "_cache", "features"),
+        real, synth, np.asarray(labels), cache_url=join(spec.storage, "_cache", "features"),
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
         device=str(device),
     )

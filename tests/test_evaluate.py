@@ -13,6 +13,7 @@ import torch
 
 from pipeline.evaluate import (
     FEATURE_RECIPE,
+    RealSplit,
     Recipe,
     accuracy,
     augmentation_uplift,
@@ -74,6 +75,10 @@ def feature_net(digits: dict, feature_cache: str):
     return get_feature_net(
         feature_cache, "digits-test", digits["xtr"], digits["ytr"], 10, digits["xte"], digits["yte"]
     )
+
+
+def _real(digits: dict) -> RealSplit:
+    return RealSplit.checked(digits["xtr"], digits["ytr"], digits["xte"], digits["yte"], 10)
 
 
 def _noisy(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -170,13 +175,9 @@ def test_cas_of_real_data_matches_real_accuracy(digits: dict) -> None:
     # the real train split, reordered, plays the synthetic set: CAS must land on real_acc
     perm = np.random.default_rng(0).permutation(len(digits["xtr"]))
     rep = cas_report(
-        digits["xtr"],
-        digits["ytr"],
-        digits["xte"],
-        digits["yte"],
+        _real(digits),
         digits["xtr"][perm],
         digits["ytr"][perm],
-        10,
         recipe=FAST,
     )
     assert rep["real_acc"] > 0.93
@@ -187,13 +188,9 @@ def test_cas_of_real_data_matches_real_accuracy(digits: dict) -> None:
 def test_cas_of_wrong_labels_is_low(digits: dict) -> None:
     shuffled = np.random.default_rng(0).permutation(digits["ytr"])
     rep = cas_report(
-        digits["xtr"],
-        digits["ytr"],
-        digits["xte"],
-        digits["yte"],
+        _real(digits),
         digits["xtr"],
         shuffled,
-        10,
         recipe=Recipe(base_width=8, epochs=3, min_steps=60),
     )
     assert rep["cas"] < 0.3 < rep["real_acc"]
@@ -211,13 +208,9 @@ def test_stratified_subset() -> None:
 def test_uplift_of_real_data_is_positive(digits: dict) -> None:
     # the real train split as "synthetic": a 10 % real subset must gain from it
     up = augmentation_uplift(
+        _real(digits),
         digits["xtr"],
         digits["ytr"],
-        digits["xte"],
-        digits["yte"],
-        digits["xtr"],
-        digits["ytr"],
-        10,
         seeds=2,
         max_synthetic=1000,
         recipe=FAST,
@@ -236,15 +229,15 @@ def test_uplift_of_real_data_is_positive(digits: dict) -> None:
 
 def test_uplift_baselines_equal_the_base_side_of_uplift(digits: dict) -> None:
     # the cached baselines must be the very numbers augmentation_uplift would measure itself
-    args = (digits["xtr"], digits["ytr"], digits["xte"], digits["yte"])
-    base = uplift_baselines(*args, 10, seeds=[3, 4], recipe=TINY)
-    up = augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], recipe=TINY)
+    real = _real(digits)
+    base = uplift_baselines(real, seeds=[3, 4], recipe=TINY)
+    up = augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], recipe=TINY)
     assert base == up["base_acc_per_seed"]
-    given = augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], recipe=TINY,
+    given = augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], recipe=TINY,
                                 base_acc=base)
     assert given == up  # same result, without training the two base classifiers
     with pytest.raises(ValueError, match="base_acc has 1 values for 2 seeds"):
-        augmentation_uplift(*args, digits["xtr"][:200], digits["ytr"][:200], 10, seeds=[3, 4], base_acc=[0.5])
+        augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], base_acc=[0.5])
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
@@ -325,13 +318,9 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
     synth, synth_y = _noisy(digits["xtr"][pick], 12.0, seed=5), digits["ytr"][pick]
     messages: list[str] = []
     m = evaluate_quality(
-        digits["xtr"],
-        digits["ytr"],
-        digits["xte"],
-        digits["yte"],
+        _real(digits),
         synth,
         synth_y,
-        10,
         feature_cache,
         "digits-test",
         progress=messages.append,
@@ -363,8 +352,8 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
     assert check_gate(GateSpec(fid_max=m["fid"] / 2), m)[0].startswith("fid ")
     # a second evaluation of the same dataset (a gate retry, the next night) reuses the real-only
     # baselines: same numbers, fewer classifiers trained
-    m2 = evaluate_quality(digits["xtr"], digits["ytr"], digits["xte"], digits["yte"], synth, synth_y, 10,
-                          feature_cache, "digits-test", recipe=Recipe(base_width=8, epochs=1, min_steps=40),
+    m2 = evaluate_quality(_real(digits), synth, synth_y, feature_cache, "digits-test",
+                          recipe=Recipe(base_width=8, epochs=1, min_steps=40),
                           uplift_seeds=1)
     assert m["baselines_from_cache"] is False and m2["baselines_from_cache"] is True
     assert m2["real_acc"] == m["real_acc"] and m2["uplift_base_acc"] == m["uplift_base_acc"]
@@ -374,13 +363,9 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
 def test_evaluate_quality_rejects_mismatched_shapes(digits: dict, feature_cache: str) -> None:
     with pytest.raises(ValueError, match="image shapes differ"):
         evaluate_quality(
-            digits["xtr"],
-            digits["ytr"],
-            digits["xte"],
-            digits["yte"],
-            np.zeros((10, 16, 16, 1), np.uint8),
-            np.zeros(10, np.int64),
-            10,
-            feature_cache,
-            "digits-test",
+            _real(digits), np.zeros((10, 16, 16, 1), np.uint8), np.zeros(10, np.int64), feature_cache, "digits-test"
         )
+    with pytest.raises(ValueError, match="image shapes differ"):
+        RealSplit.checked(digits["xtr"], digits["ytr"], digits["xte"][:, :4], digits["yte"], 10)
+    with pytest.raises(ValueError, match="real_test_labels: 3 labels for"):
+        RealSplit.checked(digits["xtr"], digits["ytr"], digits["xte"], digits["yte"][:3], 10)

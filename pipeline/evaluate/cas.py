@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.evaluate.classifier import PROBE_RECIPE, Recipe, accuracy, train_classifier
+from pipeline.evaluate.classifier import PROBE_RECIPE, RealSplit, Recipe, accuracy, train_classifier
 
 
 def classification_accuracy_score(
@@ -44,13 +44,9 @@ def classification_accuracy_score(
 
 
 def cas_report(
-    real_train_u8: np.ndarray,
-    real_train_labels: np.ndarray,
-    real_test_u8: np.ndarray,
-    real_test_labels: np.ndarray,
+    real: RealSplit,
     synth_u8: np.ndarray,
     synth_labels: np.ndarray,
-    num_classes: int,
     *,
     seed: int = 0,
     recipe: Recipe = PROBE_RECIPE,
@@ -63,15 +59,12 @@ def cas_report(
     ``seed``, ``recipe`` and device only: see :mod:`pipeline.evaluate.baselines`).
     Returns ``{"cas", "real_acc", "cas_ratio", "steps"}``.
     """
-    steps = recipe.steps_for(len(real_train_u8))
+    steps = recipe.steps_for(len(real.train_x))
     kw: dict[str, Any] = {"seed": seed, "steps": steps, "recipe": recipe, "device": device}
     if real_acc is None:
-        real_acc = classification_accuracy_score(
-            real_train_u8, real_train_labels, real_test_u8, real_test_labels, num_classes, **kw
-        )
-    cas = classification_accuracy_score(
-        synth_u8, synth_labels, real_test_u8, real_test_labels, num_classes, **kw
-    )
+        real_acc = classification_accuracy_score(real.train_x, real.train_y, real.test_x, real.test_y,
+                                                 real.num_classes, **kw)
+    cas = classification_accuracy_score(synth_u8, synth_labels, real.test_x, real.test_y, real.num_classes, **kw)
     return {
         "cas": cas,
         "real_acc": real_acc,

@@ -138,6 +138,28 @@ def check_labels(
     return y
 
 
+@dataclass(frozen=True)
+class RealSplit:
+    """The job's real data as every metric reads it: train and held-out test images
+    (N, H, W, C uint8, contiguous) with int64 labels in ``0..num_classes-1``. Build it with
+    :meth:`checked`, which validates once what every metric would otherwise re-check."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+
+    @classmethod
+    def checked(cls, train_x: np.ndarray, train_y: np.ndarray | torch.Tensor, test_x: np.ndarray,
+                test_y: np.ndarray | torch.Tensor, num_classes: int) -> RealSplit:
+        train_x, test_x = check_images(train_x, "real_train"), check_images(test_x, "real_test")
+        if train_x.shape[1:] != test_x.shape[1:]:
+            raise ValueError(f"image shapes differ: real train {train_x.shape[1:]}, real test {test_x.shape[1:]}")
+        return cls(train_x, check_labels(train_y, len(train_x), num_classes, "real_train_labels"),
+                   test_x, check_labels(test_y, len(test_x), num_classes, "real_test_labels"), int(num_classes))
+
+
 def u8_to_tensor(images_u8: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> float32 NCHW in [-1, 1] (inverse of the sampler's rounding rule)."""
     t = torch.from_numpy(check_images(images_u8)).permute(0, 3, 1, 2).float()

@@ -33,6 +33,7 @@ from pipeline.evaluate.cas import cas_report, classification_accuracy_score
 from pipeline.evaluate.classifier import (
     FEATURE_RECIPE,
     PROBE_RECIPE,
+    RealSplit,
     Recipe,
     check_images,
     check_labels,
@@ -46,13 +47,9 @@ from pipeline.spec import GateSpec
 
 
 def evaluate_quality(
-    real_train_u8: np.ndarray,
-    real_train_labels: np.ndarray,
-    real_test_u8: np.ndarray,
-    real_test_labels: np.ndarray,
+    real: RealSplit,
     synth_u8: np.ndarray,
     synth_labels: np.ndarray,
-    num_classes: int,
     cache_url: str,
     dataset_key: str,
     seed: int = 0,
@@ -68,11 +65,12 @@ def evaluate_quality(
 ) -> dict[str, Any]:
     """Measure generated images against real data; returns a flat JSON-able metrics dict.
 
-    All images are uint8 (N, H, W, C) with int64 labels. The feature net is loaded from
-    (or trained into) ``<cache_url>/features-<dataset_key>.pt``; the real-only baselines (CAS's
-    ``real_acc``, the uplift's real-subset accuracies) likewise from ``baselines-<dataset_key>-*.json``
-    there (:mod:`pipeline.evaluate.baselines`): a dataset evaluated before costs half the time. ``seed`` fixes the fresh
-    classifiers (CAS, real baseline, uplift subsets); ``recipe`` is their training recipe.
+    ``real``: the checked real split (:meth:`RealSplit.checked`); ``synth_u8``: uint8 (N, H, W, C)
+    with int64 labels. The feature net is loaded from (or trained into)
+    ``<cache_url>/features-<dataset_key>.pt``; the real-only baselines (CAS's ``real_acc``, the
+    uplift's real-subset accuracies) likewise from ``baselines-<dataset_key>-*.json`` there
+    (:mod:`pipeline.evaluate.baselines`): a dataset evaluated before costs half the time.
+    ``seed`` fixes the fresh classifiers (CAS, real baseline, uplift subsets); ``recipe`` is their training recipe.
 
     Keys: ``feature_net_test_acc``, ``feature_net_from_cache``, ``fid``, ``fid_real_floor``,
     ``cas``, ``real_acc``, ``cas_ratio``, ``uplift_mean``, ``uplift_per_seed``,
@@ -81,17 +79,10 @@ def evaluate_quality(
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
-    real_train_u8 = check_images(real_train_u8, "real_train")
-    real_test_u8 = check_images(real_test_u8, "real_test")
     synth_u8 = check_images(synth_u8, "synthetic")
-    if not real_train_u8.shape[1:] == real_test_u8.shape[1:] == synth_u8.shape[1:]:
-        raise ValueError(
-            f"image shapes differ: real train {real_train_u8.shape[1:]}, real test {real_test_u8.shape[1:]}, "
-            f"synthetic {synth_u8.shape[1:]}"
-        )
-    y_train = check_labels(real_train_labels, len(real_train_u8), num_classes, "real_train_labels")
-    y_test = check_labels(real_test_labels, len(real_test_u8), num_classes, "real_test_labels")
-    y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
+    if real.train_x.shape[1:] != synth_u8.shape[1:]:
+        raise ValueError(f"image shapes differ: real {real.train_x.shape[1:]}, synthetic {synth_u8.shape[1:]}")
+    y_syn = check_labels(synth_labels, len(synth_u8), real.num_classes, "synth_labels")
     if len(synth_u8) < 2:
         raise ValueError(f"need at least 2 synthetic images, got {len(synth_u8)}")
     timings: dict[str, float] = {}
@@ -104,11 +95,11 @@ def evaluate_quality(
     net, info = get_feature_net(
         cache_url,
         dataset_key,
-        real_train_u8,
-        y_train,
-        num_classes,
-        real_test_u8,
-        y_test,
+        real.train_x,
+        real.train_y,
+        real.num_classes,
+        real.test_x,
+        real.test_y,
         storage_options,
         seed=0,
         recipe=feature_recipe,
@@ -117,8 +108,8 @@ def evaluate_quality(
     say(
         f"feature net: test accuracy {info['test_acc']:.4f} ({'cached' if info['from_cache'] else 'trained'})"
     )
-    f_train = extract_features(net, real_train_u8)
-    f_test = extract_features(net, real_test_u8)
+    f_train = extract_features(net, real.train_x)
+    f_test = extract_features(net, real.test_x)
     f_syn = extract_features(net, synth_u8)
     fid_value = frechet_distance(f_train, f_syn)
     fid_floor = frechet_distance(f_train, f_test)
@@ -127,19 +118,18 @@ def evaluate_quality(
 
     # real-only baselines: measured once per dataset, recipe, seeds and device (see baselines.py)
     t = time.perf_counter()
-    common = {"recipe": asdict(recipe), "num_classes": int(num_classes), "num_train": len(real_train_u8),
-              "num_test": len(real_test_u8), "steps": recipe.steps_for(len(real_train_u8))}
+    common = {"recipe": asdict(recipe), "num_classes": real.num_classes, "num_train": len(real.train_x),
+              "num_test": len(real.test_x), "steps": recipe.steps_for(len(real.train_x))}
     real_acc, real_cached = cached_baseline(
         cache_url, dataset_key, baseline_key("real_acc", device, seed=int(seed), **common),
-        lambda: classification_accuracy_score(real_train_u8, y_train, real_test_u8, y_test, num_classes,
+        lambda: classification_accuracy_score(real.train_x, real.train_y, real.test_x, real.test_y, real.num_classes,
                                               seed=seed, steps=common["steps"], recipe=recipe, device=device),
         storage_options)
     seed_list = seed_list_of(uplift_seeds, seed)
     base_acc, base_cached = cached_baseline(
         cache_url, dataset_key,
         baseline_key("uplift_base", device, seeds=seed_list, fraction=float(uplift_fraction), **common),
-        lambda: uplift_baselines(real_train_u8, y_train, real_test_u8, y_test, num_classes,
-                                 fraction=uplift_fraction, seeds=seed_list, recipe=recipe, device=device),
+        lambda: uplift_baselines(real, fraction=uplift_fraction, seeds=seed_list, recipe=recipe, device=device),
         storage_options)
     lap("baselines", t)
     say(f"real baselines: accuracy {real_acc:.4f}, uplift subsets {', '.join(f'{b:.4f}' for b in base_acc)} "
@@ -147,13 +137,9 @@ def evaluate_quality(
 
     t = time.perf_counter()
     cas = cas_report(
-        real_train_u8,
-        y_train,
-        real_test_u8,
-        y_test,
+        real,
         synth_u8,
         y_syn,
-        num_classes,
         seed=seed,
         recipe=recipe,
         device=device,
@@ -164,13 +150,9 @@ def evaluate_quality(
 
     t = time.perf_counter()
     up = augmentation_uplift(
-        real_train_u8,
-        y_train,
-        real_test_u8,
-        y_test,
+        real,
         synth_u8,
         y_syn,
-        num_classes,
         fraction=uplift_fraction,
         seeds=seed_list,
         max_synthetic=uplift_max_synthetic,
@@ -183,7 +165,7 @@ def evaluate_quality(
     say(f"uplift {up['uplift_mean']:+.4f}")
 
     t = time.perf_counter()
-    mem = memorization(synth_u8, real_train_u8, threshold=RATIO_THRESHOLD, device=device)
+    mem = memorization(synth_u8, real.train_x, threshold=RATIO_THRESHOLD, device=device)
     lap("memorization", t)
     say(f"memorization {mem.fraction:.4f}")
 
@@ -207,8 +189,8 @@ def evaluate_quality(
         "memorization": float(mem.fraction),
         "memorization_threshold": float(mem.threshold),
         "num_synthetic": int(len(synth_u8)),
-        "num_real_train": int(len(real_train_u8)),
-        "num_real_test": int(len(real_test_u8)),
+        "num_real_train": int(len(real.train_x)),
+        "num_real_test": int(len(real.test_x)),
         "seed": int(seed),
         "stage_seconds": timings,
         "eval_seconds": round(time.perf_counter() - t0, 3),

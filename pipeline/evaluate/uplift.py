@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.evaluate.classifier import PROBE_RECIPE, Recipe, accuracy, check_labels, train_classifier
+from pipeline.evaluate.classifier import (
+    PROBE_RECIPE,
+    RealSplit,
+    Recipe,
+    accuracy,
+    check_labels,
+    train_classifier,
+)
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -46,11 +53,7 @@ def seed_list_of(seeds: int | Sequence[int], seed: int = 0) -> list[int]:
 
 
 def uplift_baselines(
-    real_train_u8: np.ndarray,
-    real_train_labels: np.ndarray,
-    real_test_u8: np.ndarray,
-    real_test_labels: np.ndarray,
-    num_classes: int,
+    real: RealSplit,
     *,
     fraction: float = 0.1,
     seeds: int | Sequence[int] = 3,
@@ -58,27 +61,22 @@ def uplift_baselines(
     recipe: Recipe = PROBE_RECIPE,
     device: str | torch.device = "cpu",
 ) -> list[float]:
-    """The real-subset accuracy of each seed: exactly the ``base`` side of
-    :func:`augmentation_uplift` (same subsets, seeds and step budget), without any synthetic image."""
-    y_real = check_labels(real_train_labels, len(real_train_u8), num_classes, "real_train_labels")
-    steps = recipe.steps_for(len(real_train_u8))
+    """The real-subset accuracy of each seed: the ``base`` side of :func:`augmentation_uplift`
+    (same subsets, seeds and step budget), which needs no synthetic image and can be cached."""
+    steps = recipe.steps_for(len(real.train_x))
     out = []
     for s in seed_list_of(seeds, seed):
-        sub = stratified_subset(y_real, fraction, s)
-        m = train_classifier(real_train_u8[sub], y_real[sub], num_classes, seed=s, steps=steps, recipe=recipe,
-                             device=device)
-        out.append(float(accuracy(m, real_test_u8, real_test_labels)))
+        sub = stratified_subset(real.train_y, fraction, s)
+        m = train_classifier(real.train_x[sub], real.train_y[sub], real.num_classes, seed=s, steps=steps,
+                             recipe=recipe, device=device)
+        out.append(float(accuracy(m, real.test_x, real.test_y)))
     return out
 
 
 def augmentation_uplift(
-    real_train_u8: np.ndarray,
-    real_train_labels: np.ndarray,
-    real_test_u8: np.ndarray,
-    real_test_labels: np.ndarray,
+    real: RealSplit,
     synth_u8: np.ndarray,
     synth_labels: np.ndarray,
-    num_classes: int,
     *,
     fraction: float = 0.1,
     seeds: int | Sequence[int] = 3,
@@ -99,30 +97,25 @@ def augmentation_uplift(
     their per-seed lists, ``num_real_subset``, ``num_synthetic_used``, ``steps``, ``seeds``.
     """
     seed_list = seed_list_of(seeds, seed)
-    if base_acc is not None and len(base_acc) != len(seed_list):
+    if base_acc is None:
+        base_acc = uplift_baselines(real, fraction=fraction, seeds=seed_list, recipe=recipe, device=device)
+    if len(base_acc) != len(seed_list):
         raise ValueError(f"base_acc has {len(base_acc)} values for {len(seed_list)} seeds")
-    y_real = check_labels(real_train_labels, len(real_train_u8), num_classes, "real_train_labels")
-    y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
-    steps = recipe.steps_for(len(real_train_u8))
-    base, aug, n_sub, n_syn = [], [], 0, 0
-    for s in seed_list:
-        sub = stratified_subset(y_real, fraction, s)
+    y_syn = check_labels(synth_labels, len(synth_u8), real.num_classes, "synth_labels")
+    steps = recipe.steps_for(len(real.train_x))
+    base, aug, n_sub, n_syn = [float(b) for b in base_acc], [], 0, 0
+    for s, b in zip(seed_list, base, strict=True):
+        sub = stratified_subset(real.train_y, fraction, s)
         syn = np.arange(len(synth_u8))
         if max_synthetic is not None and max_synthetic < len(syn):
             syn = np.sort(np.random.default_rng([s, 1]).choice(syn, size=max_synthetic, replace=False))
-        x_aug = np.concatenate([real_train_u8[sub], synth_u8[syn]])
-        y_aug = np.concatenate([y_real[sub], y_syn[syn]])
-        kw: dict[str, Any] = {"seed": s, "steps": steps, "recipe": recipe, "device": device}
-        if base_acc is None:
-            m_base = train_classifier(real_train_u8[sub], y_real[sub], num_classes, **kw)
-            base.append(accuracy(m_base, real_test_u8, real_test_labels))
-        else:
-            base.append(float(base_acc[len(base)]))
-        m_aug = train_classifier(x_aug, y_aug, num_classes, **kw)
-        aug.append(accuracy(m_aug, real_test_u8, real_test_labels))
+        x_aug = np.concatenate([real.train_x[sub], synth_u8[syn]])
+        y_aug = np.concatenate([real.train_y[sub], y_syn[syn]])
+        m_aug = train_classifier(x_aug, y_aug, real.num_classes, seed=s, steps=steps, recipe=recipe, device=device)
+        aug.append(accuracy(m_aug, real.test_x, real.test_y))
         n_sub, n_syn = len(sub), len(syn)
         if progress is not None:
-            progress(f"uplift seed {s}: base {base[-1]:.4f} -> augmented {aug[-1]:.4f}")
+            progress(f"uplift seed {s}: base {b:.4f} -> augmented {aug[-1]:.4f}")
     per_seed = [a - b for a, b in zip(aug, base, strict=True)]
     return {
         "uplift_mean": float(np.mean(per_seed)),
