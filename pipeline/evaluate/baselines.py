@@ -26,7 +26,7 @@ from typing import Any
 import fsspec
 import torch
 
-from pipeline.evaluate.features import KEY_RE, write_atomic
+from pipeline.evaluate.features import cache_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,8 @@ def baseline_key(kind: str, device: str | torch.device, **depends: Any) -> dict[
 
 
 def baseline_url(cache_url: str, dataset_key: str, key: dict[str, Any]) -> str:
-    if not KEY_RE.match(dataset_key):
-        raise ValueError(f"dataset_key {dataset_key!r} is not a safe file name")
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return cache_url.rstrip("/") + f"/baselines-{dataset_key}-{digest}.json"
+    return cache_file(cache_url, f"baselines-{dataset_key}-{digest}.json", dataset_key)
 
 
 def cached_baseline(

@@ -47,11 +47,17 @@ CACHE_FORMAT = 1
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
-def cache_path(cache_url: str, dataset_key: str) -> str:
-    """The URL of the cached feature net of ``dataset_key`` under ``cache_url``."""
+def cache_file(cache_url: str, name: str, dataset_key: str) -> str:
+    """``<cache_url>/<name>`` for a cache file of ``dataset_key`` (part of ``name``), once the key
+    is known to be a safe file name (it comes from data paths and specs)."""
     if not KEY_RE.match(dataset_key):
         raise ValueError(f"dataset_key {dataset_key!r} is not a safe file name")
-    return cache_url.rstrip("/") + f"/features-{dataset_key}.pt"
+    return cache_url.rstrip("/") + "/" + name
+
+
+def cache_path(cache_url: str, dataset_key: str) -> str:
+    """The URL of the cached feature net of ``dataset_key`` under ``cache_url``."""
+    return cache_file(cache_url, f"features-{dataset_key}.pt", dataset_key)
 
 
 def _encode(model: SmallCNN, meta: dict[str, Any]) -> bytes:

@@ -123,6 +123,34 @@ class ModelFamily(ABC):
         self.ema_updates = int(state.get("ema_updates", 0))
 
 
+class SingleLossFamily(ModelFamily):
+    """A family trained by one optimizer on one loss (VAE, DDPM): it defines ``losses`` and names
+    its optimizer; the training step is the same for all of them."""
+
+    #: key of the optimizer in ``make_optimizers``' dict
+    optimizer: ClassVar[str]
+
+    @abstractmethod
+    def losses(
+        self,
+        nets: dict[str, nn.Module],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        autocast: contextlib.AbstractContextManager,
+    ) -> dict[str, torch.Tensor]:
+        """The batch's losses; ``"loss"`` is the one optimised, the others are reported."""
+
+    def train_step(
+        self,
+        nets: dict[str, nn.Module],
+        opts: dict[str, torch.optim.Optimizer],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
+    ) -> dict[str, float]:
+        return optimize(opts[self.optimizer], self.losses(nets, x, y, autocast))
+
+
 REGISTRY: dict[str, type[ModelFamily]] = {}
 
 
@@ -141,14 +169,7 @@ def family(kind: str) -> type[ModelFamily]:
 
 
 def build_model(spec: Any, image_shape: ImageShape, num_classes: int) -> ModelFamily:
-    # importing the package registers every family
-    import pipeline.models  # noqa: F401
-
-    try:
-        cls = REGISTRY[spec.kind]
-    except KeyError:
-        raise ValueError(f"unknown model kind {spec.kind!r}; known: {sorted(REGISTRY)}") from None
-    return cls(spec, image_shape, num_classes)
+    return family(spec.kind)(spec, image_shape, num_classes)
 
 
 def optimize(opt: torch.optim.Optimizer, losses: dict[str, torch.Tensor], key: str = "loss") -> dict[str, float]:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, optimize, register
+from pipeline.models.base import ImageShape, SingleLossFamily, register
 from pipeline.spec import DDPMSpec
 
 CHANNEL_MULTS = (1, 2, 2)  # width of each resolution level, in units of base_channels
@@ -182,11 +182,12 @@ class UNet(nn.Module):
 
 # -- the family ----------------------------------------------------------------------------
 @register
-class DDPM(ModelFamily):
+class DDPM(SingleLossFamily):
     """Conditional DDPM family: one net ``unet`` (its EMA copy samples with guided DDIM)."""
 
     kind = "ddpm"
     sampler_net = "unet"
+    optimizer = "unet"
 
     def __init__(self, spec: DDPMSpec, image_shape: ImageShape, num_classes: int):
         super().__init__(spec, image_shape, num_classes)
@@ -219,16 +220,6 @@ class DDPM(ModelFamily):
         with autocast:
             pred = nets["unet"](x_t, t, y_in)
         return {"loss": F.mse_loss(pred.float(), eps)}
-
-    def train_step(
-        self,
-        nets: dict[str, nn.Module],
-        opts: dict[str, torch.optim.Optimizer],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
-    ) -> dict[str, float]:
-        return optimize(opts["unet"], self.losses(nets, x, y, autocast))
 
     # -- sampling -------------------------------------------------------------------------
     def guided_eps(self, net: nn.Module, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> torch.Tensor:

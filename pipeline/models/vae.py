@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, optimize, register
+from pipeline.models.base import ImageShape, SingleLossFamily, register
 from pipeline.models.dcgan import upsampling_plan
 from pipeline.spec import TrainSpec
 
@@ -124,11 +124,12 @@ def calibrated_gaussian_nll(mean: torch.Tensor, x: torch.Tensor, min_var: float 
 
 
 @register
-class ConditionalVAE(ModelFamily):
+class ConditionalVAE(SingleLossFamily):
     """Conditional VAE family: nets ``encoder`` and ``decoder``; the EMA decoder generates."""
 
     kind = "vae"
     sampler_net = "decoder"
+    optimizer = "vae"
 
     def build(self) -> dict[str, nn.Module]:
         s = self.spec
@@ -162,16 +163,6 @@ class ConditionalVAE(ModelFamily):
         recon = calibrated_gaussian_nll(mean.float(), x.float()).mean()
         kl = kl_to_standard_normal(mu, logvar).mean()
         return {"loss": recon + self.spec.beta * kl, "loss_recon": recon, "loss_kl": kl}
-
-    def train_step(
-        self,
-        nets: dict[str, nn.Module],
-        opts: dict[str, torch.optim.Optimizer],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
-    ) -> dict[str, float]:
-        return optimize(opts["vae"], self.losses(nets, x, y, autocast))
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
