@@ -100,6 +100,16 @@ class DCGANSpec(_ModelBase):
     label_smoothing: float = Field(0.1, ge=0, lt=0.5)
 
 
+class GANSpec(_ModelBase):
+    """The fully connected conditional GAN; ``base_channels`` is unused (``hidden`` sets widths)."""
+
+    kind: Literal["gan"]
+    hidden: int = Field(128, ge=8, le=4096, description="generator hidden -> 2*hidden, discriminator 2*hidden -> hidden")
+    batch_norm: bool = Field(True, description="BatchNorm1d in the generator's hidden layers")
+    dropout: float = Field(0.3, ge=0, lt=1, description="discriminator dropout")
+    label_smoothing: float = Field(0.1, ge=0, lt=0.5)
+
+
 class VAESpec(_ModelBase):
     kind: Literal["vae"]
     beta: float = Field(1.0, gt=0)
@@ -120,7 +130,7 @@ class DDPMSpec(_ModelBase):
         return self
 
 
-ModelSpec = Annotated[DCGANSpec | VAESpec | DDPMSpec, Field(discriminator="kind")]
+ModelSpec = Annotated[DCGANSpec | GANSpec | VAESpec | DDPMSpec, Field(discriminator="kind")]
 
 
 class TrainSpec(_Part):
@@ -274,7 +284,7 @@ class JobSpec(_Part):
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
     # discriminated unions put the tag in the path (model.vae.beta): drop it
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("dcgan", "vae", "ddpm"))]
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("dcgan", "gan", "vae", "ddpm"))]
     return ".".join(parts) or "<root>"
 
 

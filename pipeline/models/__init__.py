@@ -1,6 +1,6 @@
-"""Generator families. Importing this package registers every family in the registry."""
+"""Generator families (gan, dcgan, vae, ddpm). Importing this package registers every family in the registry."""
 
-from pipeline.models import dcgan  # noqa: F401
+from pipeline.models import dcgan, gan  # noqa: F401
 from pipeline.models.base import REGISTRY, ModelFamily, build_model, to_uint8
 
 for _optional in ("vae", "ddpm"):
