@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipeline.redaction import public_spec
 from pipeline.spec import JobSpec
 
 REPORT_DIR = "_report"
@@ -122,7 +123,7 @@ def render_html(spec: JobSpec, manifest: dict[str, Any], history: list[dict[str,
     gate = m.get("gate_failures")
     verdict = "not measured" if not m else ("passed" if not gate else "FAILED: " + "; ".join(gate))
     counts = manifest.get("label_counts", {})
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json", exclude={"storage_options"}), sort_keys=False)
+    spec_yaml = yaml.safe_dump(public_spec(spec), sort_keys=False)  # no credential, wherever it sat
     b64 = base64.b64encode(grid).decode()
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>genpipe report: {html.escape(spec.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}table{{border-collapse:collapse}}

@@ -166,6 +166,7 @@ def run_job(
     from pipeline.data import DataError, load_dataset
     from pipeline.progress import ProgressBoard, Reporter, watch
     from pipeline.publish.commit import partition_url, read_manifest, remove_stale, write_manifest
+    from pipeline.redaction import public_spec
     from pipeline.sample.fanout import ShardContext, sample_shards
     from pipeline.sample.plan import make_plan
     from pipeline.train import train
@@ -263,7 +264,7 @@ def run_job(
                               date=date, num_images=plan.total, class_names=data.class_names, metrics=metrics,
                               extra={"checkpoint": ckpt.url, "checkpoint_digest": ckpt.digest,
                                      "model": spec.model.kind, "format": spec.sample.format,
-                                     "spec": spec.model_dump(mode="json", exclude={"storage_options"}),
+                                     "spec": public_spec(spec),
                                      "train_epochs": cur.train.epochs},
                               storage_options=so)
     if overwrite:

@@ -283,7 +283,7 @@ def test_manifest_is_written_last_and_describes_the_partition(tmp_path):
     assert [f["path"] for f in man["files"]] == [i.path for i in infos]
     assert [f["sha256"] for f in man["files"]] == [i.sha256 for i in infos]
     assert man["label_counts"] == {"zero": 4, "one": 3, "two": 3}
-    assert man["checkpoint"] == f"s3://alice:{MASK}@host/ckpt"  # no credentials in a manifest
+    assert man["checkpoint"] == f"s3://{MASK}:{MASK}@host/ckpt"  # no credentials in a manifest
     mt = {p.name: p.stat().st_mtime_ns for p in Path(part).iterdir() if p.is_file()}
     assert mt[MANIFEST_NAME] >= max(v for k, v in mt.items() if k != MANIFEST_NAME)
     assert not (Path(part) / ".staging").exists()
@@ -358,7 +358,7 @@ def test_redact_removes_every_kind_of_credential(monkeypatch):
     for s in ["AKIDEXAMPLEKEY", "s3cr3t-value", "tok-123456", "BEGIN KEY", "env-secret-0123456789", "pa55word",
               "abcd", "AKIAIOSFODNN7EXAMPLE"]:
         assert s not in out
-    assert "https://bob:***@host/p" in out and "endpoint=http://127.0.0.1:9000" in out  # the rest survives
+    assert "https://***:***@host/p" in out and "bob" not in out and "endpoint=http://127.0.0.1:9000" in out  # the rest survives
     assert redact("nothing secret here") == "nothing secret here"
     url_to_fs("memory://x", {"token": "remembered-secret"})  # seen once by url_to_fs ...
     assert "remembered-secret" not in redact("oops remembered-secret")  # ... redacted everywhere after

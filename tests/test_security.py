@@ -13,6 +13,7 @@ text of deliberately provoked errors.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
 import posixpath
@@ -123,6 +124,92 @@ def test_fake_credentials_appear_in_no_object_log_or_error(ray_local, s3_endpoin
     assert logs, "no Ray log file was written during the job"
     for f in logs:
         assert not _leaks(f.read_bytes()), f
+
+
+# secrets a user can put in a spec besides the top-level storage_options, each distinctive
+DS_KEY = "GENPIPEDSKEYID4R5T6Y"  # dataset.storage_options
+DS_SECRET = "DSsecret-genpipe-nested-5f4e3d2c"
+URL_USER = "GENPIPEURLUSER8K9L"  # userinfo of a URL in a string field (the secret holds a '/')
+URL_SECRET = "URLsecret/genpipe+userinfo-1a2b"
+ENV_SECRET = "ENVsecret-genpipe-environ-0z9y8x"  # a secret-looking environment variable's value
+PLANTED = [DS_KEY, DS_SECRET, URL_USER, URL_SECRET, ENV_SECRET, KEY, SECRET]
+
+
+def _planted_in(data: bytes) -> list[str]:
+    return [s for s in PLANTED if s.encode() in data]
+
+
+def _planted_spec(tmp_path: Path) -> dict:
+    return {
+        "name": "planted",
+        "description": f"mirror of s3://{URL_USER}:{URL_SECRET}@bucket/digits, pulled with token {ENV_SECRET}",
+        "dataset": {"source": "digits", "storage_options": {
+            "key": DS_KEY, "secret": DS_SECRET, "anon": False,
+            "client_kwargs": {"endpoint_url": f"http://{URL_USER}:{URL_SECRET}@127.0.0.1:9"}}},
+        "model": {"kind": "dcgan", "latent_dim": 8, "base_channels": 8},
+        "train": {"epochs": 1, "batch_size": 256, "num_workers": 1, "lr": 0.001},
+        "sample": {"num_images": 100, "shard_size": 50, "num_actors": 1, "output": str(tmp_path / "datasets")},
+        "gate": {"measure": False},
+        "storage": str(tmp_path / "runs"),
+        "storage_options": {"key": KEY, "secret": SECRET},  # a local path ignores them
+    }
+
+
+def test_public_spec_masks_every_storage_options_urls_and_environment_secrets(tmp_path, monkeypatch):
+    from pipeline.publish.storage import MASK
+    from pipeline.redaction import public_obj, public_spec
+    from pipeline.spec import parse_spec
+
+    monkeypatch.setenv("GENPIPE_TEST_API_TOKEN", ENV_SECRET)
+    spec = parse_spec(_planted_spec(tmp_path))
+    pub = public_spec(spec)
+    text = json.dumps(pub)
+    assert not _planted_in(text.encode()), _planted_in(text.encode())
+    assert pub["dataset"]["storage_options"] == {"key": MASK, "secret": MASK, "anon": MASK,
+                                                 "client_kwargs": {"endpoint_url": MASK}}  # shape kept
+    assert pub["storage_options"] == {"key": MASK, "secret": MASK}
+    assert pub["description"] == f"mirror of s3://{MASK}:{MASK}@bucket/digits, pulled with token {MASK}"
+    assert pub["sample"]["output"] == spec.sample.output and pub["train"] == spec.model_dump(mode="json")["train"]
+    # by structure: a storage_options at any depth (a part the spec may grow later), and a value of
+    # one pasted elsewhere
+    future = {"sink": {"extra": [{"storage_options": {"sas": "sv=2026&sig=abcdEFGH", "n": 3}}]},
+              "note": "uses sv=2026&sig=abcdEFGH"}
+    out = public_obj(future)
+    assert out["sink"]["extra"][0]["storage_options"] == {"sas": MASK, "n": MASK}
+    assert "abcdEFGH" not in json.dumps(out)
+
+
+@pytest.mark.ray
+def test_secrets_planted_anywhere_in_a_spec_reach_no_published_file_or_log(ray_local, tmp_path, caplog, capfd,
+                                                                           monkeypatch):
+    """Before public_spec, dataset.storage_options and the description's URL credentials were
+    published in clear in manifest.json (the embedded spec) and _report/report.html."""
+    from pipeline.runner import run_job
+    from pipeline.spec import parse_spec
+
+    caplog.set_level(logging.INFO)
+    for name in ("pipeline", "genpipe"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    monkeypatch.setenv("GENPIPE_TEST_API_TOKEN", ENV_SECRET)
+    t0 = time.time()
+    spec = parse_spec(_planted_spec(tmp_path))
+    out = run_job(spec, DATE)
+    assert out.status == "published" and out.rows == 100
+
+    files = [p for root in ("datasets", "runs") for p in (tmp_path / root).rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"manifest.json", "report.html", "metrics.json", "meta.json", "state.pt"} <= names, names
+    man = json.loads(next(p for p in files if p.name == "manifest.json").read_text())
+    assert man["spec"]["dataset"]["storage_options"]["secret"] == "***"  # the spec is there, masked
+    leaks = {str(p.relative_to(tmp_path)): _planted_in(p.read_bytes()) for p in files}
+    assert not {k: v for k, v in leaks.items() if v}
+
+    captured = capfd.readouterr()
+    text = caplog.text + captured.out + captured.err
+    assert text.strip(), "nothing was captured: the search would prove nothing"
+    assert not _planted_in(text.encode()), [ln for ln in text.splitlines() if _planted_in(ln.encode())][:5]
+    for f in _ray_session_logs_since(t0):
+        assert not _planted_in(f.read_bytes()), f
 
 
 TRIPWIRE = """

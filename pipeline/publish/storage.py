@@ -40,7 +40,10 @@ _SECRET_KEY = re.compile(
 )
 #: environment variables that hold credentials (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, ...)
 _SECRET_ENV = re.compile(r"(?i)(secret|token|passw|credential|access_key|api_key|private_key)")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s:@]+):([^/\s@]+)@")
+#: ``scheme://user:pass@`` (the user of an object-store URL is an access key id; a pasted secret
+#: may hold ``/``) and ``scheme://token@``: both parts are masked
+_URL_USERINFO = re.compile(r"""(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s:@]+):([^\s@"'<>]+)@""")
+_URL_USER = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s:@]+)@")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|token|access_token"
     r"|password)=)[^&\s\"']+"
@@ -134,8 +137,9 @@ def redact(text: str, secrets: Iterable[str] | Mapping[str, Any] = ()) -> str:
     """``text`` without credentials.
 
     Removes: the given ``secrets`` (strings, or a storage_options mapping to take them from),
-    secrets registered by :func:`url_to_fs`, secret-looking environment variables, the password
-    of ``scheme://user:pass@host`` URLs, presigned-URL signatures and AWS access key ids.
+    secrets registered by :func:`url_to_fs`, secret-looking environment variables, the user and
+    password of ``scheme://user:pass@host`` URLs (and ``scheme://token@host``), presigned-URL
+    signatures and AWS access key ids.
     """
     text = str(text)
     given = secrets_of(secrets) if isinstance(secrets, Mapping) else {s for s in secrets if _is_secret(s)}
@@ -145,7 +149,8 @@ def redact(text: str, secrets: Iterable[str] | Mapping[str, Any] = ()) -> str:
     for s in sorted(every, key=len, reverse=True):
         if s in text:
             text = text.replace(s, MASK)
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}:{MASK}@", text)
+    text = _URL_USER.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
     return _AWS_KEY_ID.sub(MASK, text)
 
