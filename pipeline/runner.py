@@ -165,7 +165,15 @@ def run_job(
 
     from pipeline.data import DataError, load_dataset
     from pipeline.progress import ProgressBoard, Reporter, watch
-    from pipeline.publish.commit import partition_url, read_manifest, remove_stale, write_manifest
+    from pipeline.publish.commit import (
+        Provenance,
+        partition_url,
+        read_manifest,
+        remove_stale,
+        unpublish,
+        write_manifest,
+    )
+    from pipeline.publish.writer_lease import PartitionBusy, check_still_held, partition_lease
     from pipeline.redaction import public_spec
     from pipeline.sample.fanout import ShardContext, sample_shards
     from pipeline.sample.plan import make_plan
@@ -176,14 +184,20 @@ def run_job(
     so = spec.storage_options
     spec_hash = spec.spec_hash()
     partition = partition_url(spec.sample.output, spec.name, date)
-    manifest = read_manifest(partition, so)
-    if manifest is not None and not overwrite:
-        if manifest.get("spec_hash") == spec_hash:
-            rep.message(f"{partition} is already published ({manifest['num_rows']} rows): nothing to do")
-            return RunOutcome("already-published", partition, manifest["num_rows"], len(manifest["files"]),
-                              shards_skipped=len(manifest["files"]), metrics=manifest.get("metrics"),
-                              checkpoint=manifest.get("checkpoint"), attempts=0)
+
+    def published(man: dict[str, Any] | None) -> RunOutcome | None:
+        """The outcome if ``man`` says this spec already published the partition; BadInput if another did."""
+        if man is None or overwrite:
+            return None
+        if man.get("spec_hash") == spec_hash:
+            rep.message(f"{partition} is already published ({man['num_rows']} rows): nothing to do")
+            return RunOutcome("already-published", partition, man["num_rows"], len(man["files"]),
+                              shards_skipped=len(man["files"]), metrics=man.get("metrics"),
+                              checkpoint=man.get("checkpoint"), attempts=0)
         raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
+
+    if (done := published(read_manifest(partition, so))) is not None:
+        return done
 
     try:
         if spec.dataset.streaming:  # lazy Ray Data datasets: listing and one peek, no full load
@@ -242,34 +256,47 @@ def run_job(
         cur = cur.model_copy(update={"train": cur.train.model_copy(update={"epochs": max(epochs, cur.train.epochs + 1)})})
 
     # -- sample and publish ---------------------------------------------------------------------
-    state = _run_state(partition, so, spec_hash)
-    ctx = ShardContext(partition=partition, job=spec.name, date=date, class_names=data.class_names,
-                       fmt=spec.sample.format, model=spec.model.kind, checkpoint_digest=ckpt.digest,
-                       created_at=datetime.fromisoformat(state["created_at"]), storage_options=so,
-                       faults=faults_from_env())
-    task = rep.task("sample", plan.total, "images")
-    skipped = 0
-    t0 = time.perf_counter()
+    # one writer per partition (a second run is refused, exit 2, while this one holds the lease);
+    # every shard carries this run's provenance, and the manifest lists only shards that do
+    prov = Provenance(spec_hash, ckpt.digest)
+    try:
+        with partition_lease(partition, so) as lease:
+            old = read_manifest(partition, so)
+            if (done := published(old)) is not None:  # published meanwhile by the run that held the lease
+                ray.kill(board)
+                return done
+            if old is not None and (old.get("spec_hash"), old.get("checkpoint_digest")) != prov.key():
+                unpublish(partition, so)  # --overwrite: its files are about to be replaced
+            state = _run_state(partition, so, spec_hash)
+            ctx = ShardContext(partition=partition, job=spec.name, date=date, class_names=data.class_names,
+                               fmt=spec.sample.format, model=spec.model.kind, checkpoint_digest=ckpt.digest,
+                               created_at=datetime.fromisoformat(state["created_at"]), storage_options=so,
+                               faults=faults_from_env(), spec_hash=spec_hash)
+            task = rep.task("sample", plan.total, "images")
+            skipped = 0
+            t0 = time.perf_counter()
 
-    def on_shard(out: dict[str, Any]) -> None:
-        nonlocal skipped
-        skipped += int(out["skipped"])
-        task.advance(out["info"].rows, f"shard {out['index'] + 1}/{plan.num_shards}")
+            def on_shard(out: dict[str, Any]) -> None:
+                nonlocal skipped
+                skipped += int(out["skipped"])
+                task.advance(out["info"].rows, f"shard {out['index'] + 1}/{plan.num_shards}")
 
-    infos = sample_shards(cur, plan, ckpt.url, ctx, on_shard=on_shard)
-    sample_seconds = time.perf_counter() - t0
-    from pipeline.report import write_run_artifacts
+            infos = sample_shards(cur, plan, ckpt.url, ctx, on_shard=on_shard)
+            sample_seconds = time.perf_counter() - t0
+            from pipeline.report import write_run_artifacts
 
-    manifest = write_manifest(partition, infos, spec_hash=spec_hash, code_version=__version__, job=spec.name,
-                              date=date, num_images=plan.total, class_names=data.class_names, metrics=metrics,
-                              extra={"checkpoint": ckpt.url, "checkpoint_digest": ckpt.digest,
-                                     "model": spec.model.kind, "format": spec.sample.format,
-                                     "spec": public_spec(spec),
-                                     "train_epochs": cur.train.epochs},
-                              storage_options=so)
-    if overwrite:
-        remove_stale(partition, {i.path for i in infos}, so)
-    files = write_run_artifacts(cur, partition, manifest, tres.history, metrics, data)
+            check_still_held(lease, partition, so)
+            manifest = write_manifest(partition, infos, spec_hash=spec_hash, code_version=__version__,
+                                      job=spec.name, date=date, num_images=plan.total,
+                                      class_names=data.class_names, metrics=metrics,
+                                      extra={"checkpoint": ckpt.url, "checkpoint_digest": ckpt.digest,
+                                             "model": spec.model.kind, "format": spec.sample.format,
+                                             "spec": public_spec(spec), "train_epochs": cur.train.epochs},
+                                      storage_options=so, provenance=prov)
+            remove_stale(partition, {i.path for i in infos}, so)  # shards of other plans, .staging
+            files = write_run_artifacts(cur, partition, manifest, tres.history, metrics, data)
+    except PartitionBusy as exc:
+        raise BadInput(str(exc)) from None
     rows = sum(i.rows for i in infos)
     rep.message(f"published {rows} rows in {len(infos)} shards to {partition} "
                 f"({rows / max(sample_seconds, 1e-9):.0f} images/s sampling)")

@@ -36,7 +36,7 @@ import yaml
 from faultproxy import FaultProxy, moto_server
 
 from pipeline.faults import ENV as FAULTS_ENV
-from pipeline.runner import run_job
+from pipeline.runner import BadInput, run_job
 from pipeline.spec import JobSpec, deep_merge, parse_spec
 
 pytestmark = pytest.mark.ray
@@ -144,6 +144,102 @@ def test_a_corrupted_shard_in_an_output_being_resumed_is_regenerated(ray_local, 
     assert again.status == "published" and again.rows == N
     assert again.shards_skipped == NSHARDS - 1  # the five intact shards were kept
     assert {f.name: f.read_bytes() for f in sorted(part.glob("part-*.parquet"))} == original  # same bytes
+
+
+# ----------------------------------------------------------------------------------- provenance
+# A shard is this run's only when its footer names this run's spec hash and checkpoint digest;
+# before that check, every one of these published another run's rows under this run's manifest.
+
+
+def plan_seeds(spec: JobSpec) -> list[int]:
+    """The seed of every image of ``spec``'s plan, in id order (digits: 10 classes)."""
+    from pipeline.sample.plan import make_plan
+
+    return [int(x) for sh in make_plan(spec.sample, 10, spec.name, DATE).shards() for x in sh.seeds]
+
+
+def assert_rows_are_the_runs_own(partition: str, spec: JobSpec) -> tuple[dict[str, Any], Any]:
+    man, table = read_partition(partition)
+    assert man["spec_hash"] == spec.spec_hash() and man["num_rows"] == N
+    assert table.column("seed").to_pylist() == plan_seeds(spec)
+    assert set(table.column("checkpoint").to_pylist()) == {man["checkpoint_digest"]}
+    from pipeline.publish.provenance import footer_provenance
+
+    for f in man["files"]:
+        prov = footer_provenance(pq.read_metadata(Path(partition) / f["path"]).metadata)
+        assert (prov["spec_hash"], prov["checkpoint_digest"]) == (man["spec_hash"], man["checkpoint_digest"])
+    assert sorted(p.name for p in Path(partition).iterdir() if not p.name.startswith((".", "_"))) == \
+        sorted([f["path"] for f in man["files"]] + ["manifest.json"])  # no strays, no lease left behind
+    return man, table
+
+
+def test_overwrite_after_a_seed_change_republishes_rows_with_the_new_seeds(ray_local, baseline, tmp_path):
+    out, old_table, spec = baseline
+    target = tmp_path / "out" / spec.name / f"date={DATE}"
+    shutil.copytree(out.partition, target)  # the published baseline, as a user has it
+    reseeded = fspec(spec.storage, tmp_path / "out", sample={"seed": 4242})
+    assert plan_seeds(reseeded) != plan_seeds(spec)
+    with pytest.raises(BadInput, match="--overwrite"):
+        run_job(reseeded, DATE)
+    again = run_job(reseeded, DATE, overwrite=True)
+    assert again.status == "published" and again.rows == N and again.shards_skipped == 0
+    _, table = assert_rows_are_the_runs_own(again.partition, reseeded)
+    assert table.column("seed").to_pylist() != old_table.column("seed").to_pylist()
+
+
+def test_a_rerun_after_a_crash_before_the_manifest_with_a_new_train_config_carries_its_checkpoint(
+        ray_local, baseline, storage, tmp_path, monkeypatch):
+    import pipeline.publish.commit as commit
+
+    def crash(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt("the driver died before the manifest")
+
+    monkeypatch.setattr(commit, "write_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(fspec(storage, tmp_path / "out"), DATE)
+    monkeypatch.undo()
+    part = Path(tmp_path / "out" / "faults" / f"date={DATE}")
+    assert len(list(part.glob("part-*.parquet"))) == NSHARDS and not (part / "manifest.json").exists()
+    assert not (part / ".genpipe-lease.json").exists()  # released on the way out
+
+    retrained = fspec(storage, tmp_path / "out", train={"epochs": 2})
+    again = run_job(retrained, DATE)
+    assert again.status == "published" and again.shards_skipped == 0  # every old shard was foreign
+    man, _ = assert_rows_are_the_runs_own(again.partition, retrained)
+    assert man["checkpoint"] == again.checkpoint != baseline[0].checkpoint
+    assert man["checkpoint_digest"] != read_partition(baseline[0].partition)[0]["checkpoint_digest"]
+
+
+def test_a_second_writer_of_a_partition_is_refused_exit_2_and_the_first_publishes(
+        ray_local, baseline, storage, tmp_path, monkeypatch):
+    """Two runs of one partition that differ only in sample.seed: the second is started (through
+    the command line) while the first holds the partition, just before it samples."""
+    import threading
+
+    import pipeline.sample.fanout as fanout
+
+    first = fspec(storage, tmp_path / "out", sample={"seed": 7})
+    second_path = _write_spec(tmp_path / "second.yaml", spec_dict(storage, str(tmp_path / "out"),
+                                                                  sample={"seed": 8}))
+    real, second = fanout.sample_shards, {}
+
+    def sample_with_a_rival(*a: Any, **k: Any) -> Any:
+        if not second:
+            second["started"] = True
+            t = threading.Thread(target=lambda: second.update(res=_cli(["run", second_path, "--date", DATE])))
+            t.start()
+            t.join(timeout=300)
+            assert not t.is_alive()
+        return real(*a, **k)
+
+    monkeypatch.setattr(fanout, "sample_shards", sample_with_a_rival)
+    out = run_job(first, DATE)
+    res = second["res"]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("genpipe: error:")]
+    assert res.exit_code == 2 and len(errors) == 1, res.output
+    assert "being written by another run" in errors[0], errors
+    assert out.status == "published" and out.rows == N
+    assert_rows_are_the_runs_own(out.partition, first)
 
 
 # --------------------------------------------------------------------------------------- driver

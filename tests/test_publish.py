@@ -15,7 +15,7 @@ import os
 import pickle
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from PIL import Image
 from pipeline.publish.commit import (
     MANIFEST_NAME,
     ManifestError,
+    Provenance,
     ShardInfo,
     existing_state,
     partition_url,
@@ -241,6 +242,90 @@ def test_concurrent_writers_of_one_shard_commit_it_once(tmp_path):
     assert len(results) == 6 and len({r.sha256 for r in results}) == 1
     assert verify_shard(part, 0, 1, 200) == results[0]
     assert [p.name for p in Path(part).rglob("*") if p.is_file()] == [results[0].path]
+
+
+# ---------------------------------------------------------------------------------------- provenance
+
+OURS = Provenance("a" * 64, "d" * 64)
+
+
+def test_write_shard_stamps_its_provenance_and_verify_accepts_only_that_run(tmp_path):
+    from pipeline.publish.provenance import FOOTER_KEY, footer_provenance
+
+    part = partition_url(str(tmp_path), "toy", DATE)
+    info = write_shard(part, 1, 3, make_table(1), provenance=OURS)
+    f = Path(part) / info.path
+    meta = pq.read_metadata(f).metadata
+    assert footer_provenance(meta) == {"version": 1, "spec_hash": "a" * 64, "checkpoint_digest": "d" * 64,
+                                       "shard": 1, "num_shards": 3}
+    assert b"huggingface" in meta and FOOTER_KEY in pq.read_schema(f).metadata  # HF features kept
+    assert verify_shard(part, 1, 3, 12, provenance=OURS) == info
+    assert verify_shard(part, 1, 3, 12) == info  # no provenance asked: footer, rows, CRCs only
+    for other in (Provenance("b" * 64, "d" * 64), Provenance("a" * 64, "e" * 64)):
+        assert verify_shard(part, 1, 3, 12, provenance=other) is None  # another spec / checkpoint
+    write_shard(part, 2, 3, make_table(2))  # no footer provenance (another tool, an older genpipe)
+    assert verify_shard(part, 2, 3, 12, provenance=OURS) is None
+
+
+def test_a_foreign_shard_is_removed_and_rewritten_never_accepted(tmp_path):
+    """Before provenance, write_shard accepted any complete file of the right name and size: a
+    resumed run with a new seed or checkpoint republished the old rows."""
+    part = partition_url(str(tmp_path), "toy", DATE)
+    theirs = Provenance("b" * 64, "e" * 64)
+    old = write_shard(part, 0, 2, make_table(0, start=500), provenance=theirs)  # other seeds and pixels
+    mine_table = make_table(0)
+    mine = write_shard(part, 0, 2, mine_table, provenance=OURS)
+    assert mine.sha256 != old.sha256
+    f = Path(part) / mine.path
+    got = pq.read_table(f)
+    assert got.column("seed").to_pylist() == mine_table.column("seed").to_pylist()
+    assert verify_shard(part, 0, 2, 12, provenance=OURS) == mine
+    assert verify_shard(part, 0, 2, 12, provenance=theirs) is None
+    assert write_shard(part, 0, 2, mine_table, provenance=OURS) == mine  # own duplicate: accepted as is
+
+
+def test_a_manifest_is_never_committed_over_shards_of_another_run(tmp_path):
+    part = partition_url(str(tmp_path), "toy", DATE)
+    infos = [write_shard(part, 0, 2, make_table(0, 5), provenance=OURS),
+             write_shard(part, 1, 2, make_table(1, 5), provenance=Provenance("a" * 64, "e" * 64))]
+    kw = dict(spec_hash=OURS.spec_hash, code_version="0.1.0", job="toy", date=DATE, class_names=CLASSES,
+              num_images=10, provenance=OURS)
+    with pytest.raises(ManifestError, match="not written by this run.*part-00001"):
+        write_manifest(part, infos, **kw)
+    with pytest.raises(ManifestError, match="another spec hash"):
+        write_manifest(part, infos, **{**kw, "spec_hash": "z" * 64})
+    assert read_manifest(part) is None
+    infos[1] = write_shard(part, 1, 2, make_table(1, 5), provenance=OURS)  # replaces the foreign one
+    assert write_manifest(part, infos, **kw)["num_rows"] == 10
+
+
+def test_one_writer_per_partition_lease_refuses_a_second_and_expires(tmp_path):
+    from pipeline.publish.writer_lease import LEASE_NAME, PartitionBusy, lease_for, partition_lease
+
+    part = partition_url(str(tmp_path), "toy", DATE)
+    write_shard(part, 0, 1, make_table(0), provenance=OURS)
+    with partition_lease(part, ttl=30, owner="first") as lease:
+        assert lease.held and (Path(part) / LEASE_NAME).exists()
+        with pytest.raises(PartitionBusy, match="being written by another run.*first"):
+            with partition_lease(part, ttl=30, owner="second"):
+                pass
+        # the lease and its companions are dot-files: readers of the bare folder see Parquet only
+        assert pads.dataset(part, format="parquet").count_rows() == 12
+        assert all(p.name.startswith(".") for p in Path(part).iterdir() if not p.name.endswith(".parquet"))
+    assert not (Path(part) / LEASE_NAME).exists()  # released at the end of the block
+    with pytest.raises(RuntimeError, match="boom"):  # ... whatever ends it
+        with partition_lease(part, ttl=30, owner="third"):
+            raise RuntimeError("boom")
+    assert not (Path(part) / LEASE_NAME).exists()
+    # a writer that died leaves its lease behind: refused until it expires, then taken over
+    dead = lease_for(part, ttl=30, owner="dead")
+    assert dead.acquire()
+    with pytest.raises(PartitionBusy, match="dead"):
+        with partition_lease(part, ttl=30, owner="next"):
+            pass
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    with partition_lease(part, ttl=30, owner="next", clock=lambda: later) as lease:
+        assert lease.held and json.loads((Path(part) / LEASE_NAME).read_text())["owner"] == "next"
 
 
 def test_emulated_create_only_for_stores_without_it(tmp_path):

@@ -10,7 +10,10 @@ Layout of one published partition (``<output>/<job>/date=<YYYY-MM-DD>/``)::
 
 A shard counts as done only when its file reads back complete with the expected row count
 (:func:`verify_shard`); each shard file is committed once, atomically (:mod:`.atomic`), and a
-second writer of the same shard verifies and accepts the first one's file. The partition
+second writer of the same shard verifies and accepts the first one's file. Given a
+:class:`~.provenance.Provenance` (the run's spec hash and checkpoint digest), the commit stamps
+it into the file's footer and a file is accepted only when its footer names that provenance: a
+shard left by another spec or checkpoint is removed and written again, never reused. The partition
 counts as published only when ``manifest.json`` exists: readers that need a consistent view
 read the files it lists (:func:`pipeline.publish.reader.open_dataset`).
 
@@ -49,17 +52,19 @@ from pipeline.publish.manifest import (
     remove_partition,
     remove_stale,
     shard_infos_from_manifest,
+    unpublish,
     write_manifest,
 )
 from pipeline.publish.parquet_io import inspect_parquet, label_counts, parquet_bytes
+from pipeline.publish.provenance import Provenance, metadata_of_bytes
 from pipeline.publish.storage import StorageError, join, redact, storage_errors, with_retries
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MANIFEST_NAME", "MANIFEST_VERSION", "SHARD_RE", "ManifestError", "ShardInfo", "existing_state", "list_shards",
-    "parse_shard_name", "partition_url", "read_manifest", "remove_partition", "remove_shard", "remove_stale",
-    "shard_infos_from_manifest", "shard_name", "verify_shard", "write_manifest", "write_shard",
+    "MANIFEST_NAME", "MANIFEST_VERSION", "SHARD_RE", "ManifestError", "Provenance", "ShardInfo",
+    "existing_state", "list_shards", "parse_shard_name", "partition_url", "read_manifest", "remove_partition", "remove_shard", "remove_stale",
+    "shard_infos_from_manifest", "shard_name", "unpublish", "verify_shard", "write_manifest", "write_shard",
 ]
 
 
@@ -67,15 +72,24 @@ __all__ = [
 
 
 def write_shard(
-    partition: str, index: int, num_shards: int, table: pa.Table, storage_options: Mapping[str, Any] | None = None
+    partition: str,
+    index: int,
+    num_shards: int,
+    table: pa.Table,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    provenance: Provenance | None = None,
 ) -> ShardInfo:
     """Commit ``table`` as shard ``index`` of ``num_shards`` exactly once; returns the committed file's info.
 
-    If the shard already exists (a duplicate or retried writer finished it), the existing file
-    is verified and accepted; an existing file that is corrupt or incomplete is removed and
-    written again (once).
+    ``provenance`` is stamped into the file's footer. If the shard already exists (a duplicate
+    or retried writer finished it), the existing file is verified and accepted; an existing
+    file that is corrupt, incomplete or (given ``provenance``) written by another spec or
+    checkpoint is removed and written again (once).
     """
     name = shard_name(index, num_shards)
+    if provenance is not None:
+        table = provenance.stamp(table, index, num_shards)
     data = parquet_bytes(table)
     mine = ShardInfo(index, name, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), label_counts(table))
     url = join(partition, name)
@@ -87,7 +101,7 @@ def write_shard(
             try:
                 with_retries(lambda: put_create_only(fs, path, data, staging), what=f"writing {name}")
             except FileExistsError:
-                theirs = verify_shard(partition, index, num_shards, table.num_rows, so)
+                theirs = verify_shard(partition, index, num_shards, table.num_rows, so, provenance=provenance)
                 if theirs is not None:
                     if theirs.sha256 != mine.sha256:
                         log.warning("%s was committed by another writer with different bytes: keeping it",
@@ -96,8 +110,9 @@ def write_shard(
                         log.info("%s was already committed (duplicate writer): accepted", redact(url, so or {}))
                     return theirs
                 if attempt:
-                    raise StorageError(f"{redact(url, so or {})}: exists but is incomplete, and rewriting it failed") from None
-                log.warning("%s exists but is not a complete shard: removing it and writing again",
+                    raise StorageError(f"{redact(url, so or {})}: exists but is not a complete shard of this run, "
+                                       "and rewriting it failed") from None
+                log.warning("%s exists but is not a complete shard of this run: removing it and writing again",
                             redact(url, so or {}))
                 remove_shard(partition, index, num_shards, so)
                 continue
@@ -130,9 +145,11 @@ def verify_shard(
     storage_options: Mapping[str, Any] | None = None,
     *,
     expected_sha256: str | None = None,
+    provenance: Provenance | None = None,
 ) -> ShardInfo | None:
     """The shard's info if its file is complete (footer, row count, page CRCs, shard index
-    and, when given, sha256 all check out); None if it is missing, truncated or corrupt.
+    and, when given, sha256 and the footer's provenance all check out); None if it is missing,
+    truncated, corrupt or (given ``provenance``) written by another spec or checkpoint.
 
     Reads the whole file (sha256 and page checksums). Storage errors other than "not found"
     are raised (redacted): an unreachable store must not look like a missing shard.
@@ -151,6 +168,11 @@ def verify_shard(
     if problem:
         log.warning("%s is not a complete shard: %s", redact(url, storage_options or {}), problem)
         return None
+    if provenance is not None:
+        foreign = provenance.problem(metadata_of_bytes(data), index, num_shards)
+        if foreign:
+            log.warning("%s is not this run's shard: %s", redact(url, storage_options or {}), foreign)
+            return None
     sha = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha != expected_sha256:
         log.warning("%s: sha256 %s differs from the expected %s", redact(url, storage_options or {}), sha[:12],

@@ -8,6 +8,7 @@ import logging
 import math
 import posixpath
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from pipeline.publish.layout import (
     parse_shard_name,
 )
 from pipeline.publish.layout import partition_fs as _fs
+from pipeline.publish.provenance import Provenance, metadata_of_file
 from pipeline.publish.schema import check_date
 from pipeline.publish.storage import join, redact, redact_obj, safe_join, storage_errors, with_retries
 
@@ -77,8 +79,13 @@ def write_manifest(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> dict[str, Any]:
     """Publish the partition: check the shards are all there, then write ``manifest.json`` atomically.
+
+    Given ``provenance`` (the run's spec hash and checkpoint digest; its spec hash must be
+    ``spec_hash``), the footer of every listed shard must name it: a manifest is never
+    committed over shard files its run did not write.
 
     ``extra`` keys are merged at the top level (they may not shadow the standard keys). Every
     string is redacted, so no credential can end up in the manifest. Returns the manifest as
@@ -86,6 +93,8 @@ def write_manifest(
     """
     check_date(date)
     ordered, n = _check_shards(shards, num_images)
+    if provenance is not None and provenance.spec_hash != spec_hash:
+        raise ManifestError("the shards' provenance names another spec hash than the manifest's")
     names = [str(c) for c in class_names]
     man: dict[str, Any] = {
         "format_version": MANIFEST_VERSION,
@@ -117,6 +126,8 @@ def write_manifest(
     with storage_errors(f"writing {url}", storage_options):
         fs, ppath = _fs(partition, storage_options)
         _check_present(fs, ppath, ordered)
+        if provenance is not None:
+            _check_provenance(fs, ppath, ordered, n, provenance)
         staging = join(ppath, STAGING_DIR)
         with_retries(lambda: put_replace(fs, join(ppath, MANIFEST_NAME), data, staging), what="writing the manifest")
         remove_empty_dir(fs, staging)
@@ -132,6 +143,35 @@ def _check_present(fs: Any, ppath: str, shards: Sequence[ShardInfo]) -> None:
     bad = [s.path for s in shards if sizes.get(s.path) != s.bytes]
     if bad:
         raise ManifestError(f"shards missing or changed since they were written: {bad[:10]}; not publishing")
+
+
+def _check_provenance(fs: Any, ppath: str, shards: Sequence[ShardInfo], n: int, prov: Provenance,
+                      threads: int = 16) -> None:
+    """Every shard's footer names this run's spec hash and checkpoint digest (footers only)."""
+
+    def check(s: ShardInfo) -> str | None:
+        meta = with_retries(lambda: metadata_of_file(fs, join(ppath, s.path)), what=f"reading {s.path}'s footer")
+        problem = prov.problem(meta, s.index, n)
+        return f"{s.path}: {problem}" if problem else None
+
+    with ThreadPoolExecutor(max(1, min(threads, len(shards)))) as ex:
+        bad = [p for p in ex.map(check, shards) if p]
+    if bad:
+        raise ManifestError(f"{len(bad)} shard(s) were not written by this run, not publishing: {'; '.join(bad[:3])}")
+
+
+def unpublish(partition: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Delete the partition's ``manifest.json`` only (before its files are replaced, so no
+    manifest ever lists files that changed); False if there was none."""
+    with storage_errors(f"unpublishing {partition}", storage_options):
+        fs, ppath = _fs(partition, storage_options)
+        path = join(ppath, MANIFEST_NAME)
+        try:
+            with_retries(lambda: fs.rm_file(path), what="removing the manifest")
+        except FileNotFoundError:
+            return False
+        fs.invalidate_cache(path)
+    return True
 
 
 def read_manifest(partition: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

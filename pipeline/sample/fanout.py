@@ -13,7 +13,9 @@ Two layouts, chosen by ``sample.mode`` (``auto``: ``split`` when sampling on GPU
 Either way in-flight work is bounded (``inflight_per_actor`` shards generated ahead per
 actor, at most ``encode_slots`` shards waiting to be encoded), so memory stays flat
 whatever N is. Each shard is deterministic and committed exactly once: a shard that
-already reads back complete is skipped, an actor that dies mid-shard costs a retry
+already reads back complete, with this run's spec hash and checkpoint digest in its footer, is
+skipped (one left by another spec or checkpoint is removed and regenerated), an actor that
+dies mid-shard costs a retry
 (``max_restarts``/``max_task_retries``), never a duplicate or a gap.
 """
 
@@ -48,6 +50,13 @@ class ShardContext:
     created_at: datetime
     storage_options: dict[str, Any]
     faults: dict[str, Any] | None = None  # see pipeline/faults.py
+    spec_hash: str = ""  # with checkpoint_digest: the provenance stamped into, and required of, every shard
+
+    @property
+    def provenance(self) -> Any:
+        from pipeline.publish.provenance import Provenance
+
+        return Provenance(self.spec_hash, self.checkpoint_digest)
 
 
 def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_workers: int = 1) -> Any:
@@ -60,7 +69,8 @@ def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_wor
         class_names=ctx.class_names, fmt=ctx.fmt, model=ctx.model, checkpoint=ctx.checkpoint_digest,
         job=ctx.job, date=ctx.date, created_at=ctx.created_at, workers=encode_workers,
     )
-    return write_shard(ctx.partition, shard.index, shard.num_shards, table, ctx.storage_options)
+    return write_shard(ctx.partition, shard.index, shard.num_shards, table, ctx.storage_options,
+                       provenance=ctx.provenance)
 
 
 def _encode_task(images: np.ndarray, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
@@ -117,7 +127,9 @@ def default_num_actors(spec: JobSpec, use_gpu: bool) -> int:
 
 
 def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[int, Any]:
-    """Shards already committed (resume): existing files whose footer, rows and checksums read back."""
+    """Shards already committed (resume): existing files whose footer, rows and checksums read back
+    and whose footer names this run's spec hash and checkpoint digest. Any other shard file of the
+    plan (corrupt, truncated, or another run's) is removed, so it is regenerated."""
     from pipeline.publish.commit import list_shards, parse_shard_name, remove_shard, verify_shard
 
     present = []
@@ -130,8 +142,9 @@ def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[i
 
     def check(i: int) -> tuple[int, Any]:
         count = min(plan.shard_size, plan.total - i * plan.shard_size)
-        info = verify_shard(ctx.partition, i, plan.num_shards, count, ctx.storage_options)
-        if info is None:  # corrupt or truncated: remove it so it is regenerated
+        info = verify_shard(ctx.partition, i, plan.num_shards, count, ctx.storage_options,
+                            provenance=ctx.provenance)
+        if info is None:  # corrupt, truncated or foreign: remove it so it is regenerated
             remove_shard(ctx.partition, i, plan.num_shards, ctx.storage_options)
         return i, info
 

@@ -300,10 +300,10 @@ class Lease:
             while not stop.wait(interval or max(1.0, self.ttl / 3)):
                 try:
                     if not self.renew():
-                        log.warning("schedule lease %s lost to %s", self.path, self.held_by)
+                        log.warning("lease %s lost to %s", self.path, self.held_by)
                         return
                 except Exception:
-                    log.exception("schedule lease heartbeat failed (will retry)")
+                    log.exception("lease heartbeat failed (will retry)")
 
         t = threading.Thread(target=beat, name="genpipe-lease", daemon=True)
         t.start()
