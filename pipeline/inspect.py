@@ -42,7 +42,8 @@ def inspect_dataset(url: str, grid_path: str | None = "grid.png", storage_option
              f"dates: {', '.join(s['dates']) or '-'}"]
     lines.append("  per label: " + ", ".join(f"{k}={v}" for k, v in s["per_label"].items()))
     if s["metrics"]:
-        keys = ("fid", "fid_real_floor", "cas", "real_acc", "uplift_mean", "memorization")
+        keys = ("fid", "fid_real_floor", "cas", "real_acc", "cas_ratio", "uplift_distill", "uplift_same_data",
+                "uplift_full", "memorization")
         lines.append("  metrics: " + ", ".join(f"{k}={s['metrics'][k]:.4g}" for k in keys
                                                 if isinstance(s["metrics"].get(k), int | float)))
     if grid_path:

@@ -221,6 +221,8 @@ def run_job(
     meta = {"job": spec.name, "date": date, "kind": spec.model.kind, "class_names": data.class_names,
             "image_shape": list(data.image_shape), "dataset_key": data.key, "code_version": __version__}
     sizes = "streamed" if spec.dataset.streaming else f"{len(data.train_x)} train / {len(data.test_x)} test"
+    if getattr(data, "all_train_x", None) is not None:
+        sizes += f" (train_fraction {spec.dataset.train_fraction:g} of {len(data.all_train_x)})"
     rep.message(f"job {spec.name} date={date}: {sizes} images "
                 f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
                 f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
@@ -321,7 +323,7 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     import numpy as np
     import torch
 
-    from pipeline.evaluate import RealSplit, evaluate_quality
+    from pipeline.evaluate import ProbeRecipe, RealSplit, evaluate_quality
     from pipeline.publish.storage import join
     from pipeline.sample.generate import generate_u8, load_generator, pick_device
     from pipeline.sample.plan import image_seeds, spread_labels
@@ -335,12 +337,15 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     labels = spread_labels({k: n // data.num_classes + (k < n % data.num_classes) for k in range(data.num_classes)})
     seeds = image_seeds(spec.train.seed + 7919, 0, n)  # not the published seeds: a held-out draw
     synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+    all_y = None if data.all_train_y is None else data.all_train_y.numpy()
     real = RealSplit.checked(data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(),
-                             data.num_classes)
+                             data.num_classes, data.all_train_u8(), all_y)
+    g = spec.gate
     return evaluate_quality(
         real, synth, np.asarray(labels), cache_url=join(spec.storage, "_cache", "features"),
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
-        device=str(device),
+        device=str(device), recipe=ProbeRecipe(kind=g.probe), seeds=g.seeds,
+        distill_fraction=g.distill_fraction, synthetic_ratio=g.synthetic_ratio,
     )
 
 

@@ -57,7 +57,11 @@ class _Part(BaseModel):
 
 
 class AugmentSpec(_Part):
-    """Training-time augmentation, as in the classic recipes (small affine jitter)."""
+    """Augmentation of what a GAN's discriminator sees (small affine jitter), ADA-style
+    (Karras et al. 2020): applied to real and generated images alike, never to the generator's
+    target, so it cannot leak into the samples. For GAN families only; it helps when the real
+    data is small enough for the discriminator to overfit. VAE and DDPM imitate their training
+    images directly, so augmenting those would teach them the augmented distribution: refused."""
 
     enabled: bool = False
     max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
@@ -72,6 +76,9 @@ class DatasetSpec(_Part):
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="train the generator on this stratified, seeded (split_seed) fraction of the "
+        "train split: the low-data question (evaluation reports uplift_same_data against exactly these images)")
     image_column: str = "image"
     label_column: str = "label"
     storage_options: dict[str, Any] = Field(
@@ -86,6 +93,8 @@ class DatasetSpec(_Part):
             raise ValueError(f"dataset.path is required for source {self.source!r}")
         if self.streaming and self.source not in ("image_folder", "parquet"):
             raise ValueError("dataset.streaming works for the image_folder and parquet sources")
+        if self.streaming and self.train_fraction < 1:
+            raise ValueError("dataset.train_fraction works with in-memory datasets, not dataset.streaming")
         return self
 
 
@@ -213,6 +222,15 @@ class GateSpec(_Part):
     memorization_max: float | None = Field(None, ge=0, le=1)
     uplift_min: float | None = None
     eval_images: int = Field(2_000, ge=100)
+    seeds: int = Field(5, ge=1, le=30, description="probe classifiers behind every CAS and uplift figure")
+    probe: Literal["mlp", "cnn"] = Field("mlp", description="probe classifier: mlp (fast, small images) or cnn")
+    distill_fraction: float = Field(0.1, gt=0, le=1, description="uplift_distill: share of the generator's "
+                                    "training images the classifier gets")
+    synthetic_ratio: float | None = Field(
+        1.0, gt=0, description="uplift: at most this many synthetic images per real image (None: all "
+        "eval_images); chosen from bench/results/quality-digits.json")
+    uplift_metric: Literal["uplift_distill", "uplift_same_data", "uplift_full"] = Field(
+        "uplift_same_data", description="which uplift gate.uplift_min checks")
     retries: int = Field(0, ge=0, le=10)
     retry_epochs_factor: float = Field(2.0, ge=1.0, description="epochs multiply by this on each retry")
 
@@ -245,6 +263,10 @@ class ScheduleSpec(_Part):
             raise ValueError(str(exc).removeprefix("schedule.timezone: ")) from None
 
 
+#: families with a discriminator: augmentation goes to what it sees (real and fake alike)
+ADVERSARIAL_KINDS = ("dcgan", "gan")
+
+
 class JobSpec(_Part):
     name: str = Field(..., pattern=NAME_RE)
     description: str = ""
@@ -257,6 +279,15 @@ class JobSpec(_Part):
     storage: Url = Field("outputs/runs", description="fsspec URL for checkpoints, caches and run state")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
     shared_storage: bool = Field(False, description="a local path that every node mounts (NFS)")
+
+    @model_validator(mode="after")
+    def _augment_only_where_it_cannot_leak(self) -> JobSpec:
+        if self.dataset.augment.enabled and self.model.kind not in ADVERSARIAL_KINDS:
+            raise ValueError(
+                f"dataset.augment: a {self.model.kind} imitates its training images, so augmenting them "
+                "would put the augmented distribution into the samples; augmentation applies to what a GAN's "
+                "discriminator sees (dcgan, gan) only: set dataset.augment.enabled: false")
+        return self
 
     def spec_hash(self) -> str:
         """Hash of everything that determines the published rows.

@@ -158,6 +158,10 @@ CASES: dict[str, Case] = {
     "spec-is-a-dir": Case(lambda d: run_args((d / "in").resolve()), "file not found"),
     # --- keys and types
     "unknown-top-key": Case(spec_with(bogus=1), "bogus"),
+    "train-fraction-zero": Case(spec_with(dataset={"train_fraction": 0}), "dataset.train_fraction"),
+    "train-fraction-above-one": Case(spec_with(dataset={"train_fraction": 1.5}), "dataset.train_fraction"),
+    "augment-a-vae": Case(spec_with(model={"kind": "vae"}, dataset={"augment": {"enabled": True}}),
+                          "dataset.augment"),
     "unknown-nested-key": Case(spec_with(train={"epoch": 3}), "train.epoch"),
     "wrong-type-int": Case(spec_with(train={"epochs": "three"}), "train.epochs"),
     "wrong-type-bool": Case(spec_with(train={"use_gpu": "maybe"}), "train.use_gpu"),

@@ -13,10 +13,11 @@ import torch
 
 from pipeline.evaluate import (
     FEATURE_RECIPE,
+    ProbeRecipe,
     RealSplit,
     Recipe,
     accuracy,
-    augmentation_uplift,
+    base_accuracies,
     baseline_key,
     baseline_url,
     cached_baseline,
@@ -28,16 +29,22 @@ from pipeline.evaluate import (
     frechet_distance,
     frechet_distance_from_stats,
     get_feature_net,
+    mean_ci95,
     memorization,
+    probe_accuracies,
     stratified_subset,
+    synthetic_rows,
     train_classifier,
-    uplift_baselines,
+    uplift,
 )
 from pipeline.spec import GateSpec
 
 # cheap recipe for the fresh classifiers of the tests (the defaults are measured in the report)
 FAST = Recipe(base_width=16, epochs=10, min_steps=150)
 TINY = Recipe(base_width=8, feature_dim=32, epochs=1, min_steps=40)
+# cheap probes (the default trains >= 1000 steps)
+QUICK = ProbeRecipe(epochs=5, min_steps=150)
+TINY_PROBE = ProbeRecipe(hidden=32, epochs=1, min_steps=30)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -174,26 +181,41 @@ def test_training_is_deterministic(digits: dict) -> None:
 def test_cas_of_real_data_matches_real_accuracy(digits: dict) -> None:
     # the real train split, reordered, plays the synthetic set: CAS must land on real_acc
     perm = np.random.default_rng(0).permutation(len(digits["xtr"]))
-    rep = cas_report(
-        _real(digits),
-        digits["xtr"][perm],
-        digits["ytr"][perm],
-        recipe=FAST,
-    )
-    assert rep["real_acc"] > 0.93
+    rep = cas_report(_real(digits), digits["xtr"][perm], digits["ytr"][perm], seeds=[0, 1, 2], recipe=QUICK)
+    assert rep["real_acc"] > 0.93 and len(rep["cas_per_seed"]) == 3 == len(rep["real_acc_per_seed"])
     assert abs(rep["cas"] - rep["real_acc"]) < 0.03
     assert rep["cas_ratio"] == pytest.approx(rep["cas"] / rep["real_acc"])
+    lo, hi = rep["cas_ci95"]
+    assert lo <= rep["cas"] <= hi
 
 
 def test_cas_of_wrong_labels_is_low(digits: dict) -> None:
     shuffled = np.random.default_rng(0).permutation(digits["ytr"])
-    rep = cas_report(
-        _real(digits),
-        digits["xtr"],
-        shuffled,
-        recipe=Recipe(base_width=8, epochs=3, min_steps=60),
-    )
+    rep = cas_report(_real(digits), digits["xtr"], shuffled, seeds=[0, 1], recipe=QUICK)
     assert rep["cas"] < 0.3 < rep["real_acc"]
+
+
+def test_probe_members_are_independent_of_each_other(digits: dict) -> None:
+    # a seed's classifier depends on its seed and rows only, not on the other members of the batch
+    args = (digits["xtr"], digits["ytr"], digits["xte"], digits["yte"], 10)
+    both = probe_accuracies(*args, seeds=[3, 4], recipe=TINY_PROBE)
+    alone = probe_accuracies(*args, seeds=[4], recipe=TINY_PROBE)
+    assert both[1] == pytest.approx(alone[0], abs=1e-9)
+    rows = [np.arange(300), np.arange(300, 600)]
+    own = probe_accuracies(*args, seeds=[3, 4], recipe=TINY_PROBE, members=rows)
+    assert own[1] == pytest.approx(probe_accuracies(digits["xtr"][300:600], digits["ytr"][300:600],
+                                                    *args[2:], seeds=[4], recipe=TINY_PROBE)[0], abs=1e-9)
+    with pytest.raises(ValueError, match="same length"):
+        probe_accuracies(*args, seeds=[3, 4], recipe=TINY_PROBE, members=[np.arange(3), np.arange(4)])
+    assert ProbeRecipe().steps_for(100) == 1000 and ProbeRecipe().steps_for(100_000) > 1000  # scales with n
+
+
+def test_mean_ci95() -> None:
+    ci = mean_ci95([0.9, 0.92, 0.94, 0.96, 0.98])
+    assert ci["mean"] == pytest.approx(0.94) and ci["n"] == 5
+    half = 2.776 * np.std([0.9, 0.92, 0.94, 0.96, 0.98], ddof=1) / np.sqrt(5)  # Student's t, 4 dof
+    assert ci["ci95"] == pytest.approx([0.94 - half, 0.94 + half])
+    assert mean_ci95([0.5])["ci95"] == [None, None]
 
 
 def test_stratified_subset() -> None:
@@ -205,39 +227,39 @@ def test_stratified_subset() -> None:
     assert not np.array_equal(sub, stratified_subset(labels, 0.1, seed=5))
 
 
+def test_synthetic_rows_cap_the_synthetic_share() -> None:
+    assert len(synthetic_rows(2000, 144, 1.0, seed=0)) == 144
+    assert len(synthetic_rows(2000, 144, None, seed=0)) == 2000
+    assert len(synthetic_rows(100, 144, 2.0, seed=0)) == 100  # never more than there are
+    assert not np.array_equal(synthetic_rows(2000, 144, 1.0, 0), synthetic_rows(2000, 144, 1.0, 1))
+
+
 def test_uplift_of_real_data_is_positive(digits: dict) -> None:
     # the real train split as "synthetic": a 10 % real subset must gain from it
-    up = augmentation_uplift(
-        _real(digits),
-        digits["xtr"],
-        digits["ytr"],
-        seeds=2,
-        max_synthetic=1000,
-        recipe=FAST,
-    )
-    assert len(up["uplift_per_seed"]) == 2 and up["seeds"] == [0, 1]
-    assert up["uplift_mean"] == pytest.approx(np.mean(up["uplift_per_seed"]))
-    assert up["num_synthetic_used"] == 1000
-    assert 130 <= up["num_real_subset"] <= 150  # 10 % of 1,437, stratified
-    assert all(u > 0 for u in up["uplift_per_seed"]), up
+    real = _real(digits)
+    up = uplift(real.train_x, real.train_y, digits["xtr"], digits["ytr"], real.test_x, real.test_y, 10,
+                seeds=[0, 1], fraction=0.1, synthetic_ratio=None, recipe=QUICK)
+    assert len(up["per_seed"]) == 2 and up["seeds"] == [0, 1]
+    assert up["mean"] == pytest.approx(np.mean(up["per_seed"]))
+    assert up["num_synthetic"] == len(digits["xtr"])
+    assert 130 <= up["num_real"] <= 150  # 10 % of 1,437, stratified
+    assert all(u > 0 for u in up["per_seed"]), up
     assert up["aug_acc"] > 0.94 and up["base_acc"] < up["aug_acc"]
     json.dumps(up)
 
 
-# -- memorization ---------------------------------------------------------------------------
-
-
-def test_uplift_baselines_equal_the_base_side_of_uplift(digits: dict) -> None:
-    # the cached baselines must be the very numbers augmentation_uplift would measure itself
+def test_base_accuracies_equal_the_base_side_of_uplift(digits: dict) -> None:
+    # the cached baselines must be the very numbers uplift would measure itself
     real = _real(digits)
-    base = uplift_baselines(real, seeds=[3, 4], recipe=TINY)
-    up = augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], recipe=TINY)
-    assert base == up["base_acc_per_seed"]
-    given = augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], recipe=TINY,
-                                base_acc=base)
-    assert given == up  # same result, without training the two base classifiers
+    args = (real.train_x, real.train_y, digits["xtr"][:200], digits["ytr"][:200], real.test_x, real.test_y, 10)
+    base = base_accuracies(real.train_x, real.train_y, real.test_x, real.test_y, 10, seeds=[3, 4], fraction=0.1,
+                           recipe=TINY_PROBE)
+    up = uplift(*args, seeds=[3, 4], fraction=0.1, recipe=TINY_PROBE)
+    assert base == pytest.approx(up["base_acc_per_seed"], abs=1e-9)
+    given = uplift(*args, seeds=[3, 4], fraction=0.1, recipe=TINY_PROBE, base_acc=base)
+    assert given["aug_acc_per_seed"] == pytest.approx(up["aug_acc_per_seed"], abs=1e-9)
     with pytest.raises(ValueError, match="base_acc has 1 values for 2 seeds"):
-        augmentation_uplift(real, digits["xtr"][:200], digits["ytr"][:200], seeds=[3, 4], base_acc=[0.5])
+        uplift(*args, seeds=[3, 4], base_acc=[0.5])
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
@@ -249,11 +271,11 @@ def test_cached_baseline_computes_once_and_distrusts_bad_files(tmp_path, where: 
         calls.append(1)
         return [0.5, 0.25]
 
-    key = baseline_key("uplift_base", "cpu", seeds=[0, 1], fraction=0.1)
+    key = baseline_key("probe_subset", "cpu", seeds=[0, 1], fraction=0.1)
     assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], False)
     assert cached_baseline(url, "digits-x", key, compute) == ([0.5, 0.25], True)
     assert len(calls) == 1
-    other = baseline_key("uplift_base", "cpu", seeds=[0, 1], fraction=0.2)  # any dependency changes: a miss
+    other = baseline_key("probe_subset", "cpu", seeds=[0, 1], fraction=0.2)  # any dependency changes: a miss
     assert cached_baseline(url, "digits-x", other, compute)[1] is False and len(calls) == 2
     fs, path = fsspec.core.url_to_fs(baseline_url(url, "digits-x", key))
     fs.pipe_file(path, b"{not json")  # unreadable: recomputed and rewritten
@@ -297,7 +319,7 @@ def test_memorization_of_held_out_real_data_is_low(digits: dict) -> None:
 
 
 def test_check_gate_pass_fail_and_skip() -> None:
-    metrics = {"fid": 41.2, "cas": 0.95, "memorization": 0.001, "uplift_mean": 0.02}
+    metrics = {"fid": 41.2, "cas": 0.95, "memorization": 0.001, "uplift_same_data": 0.02}
     assert check_gate(GateSpec(), metrics) == []  # every threshold None: nothing checked
     ok = GateSpec(fid_max=50, cas_min=0.9, memorization_max=0.01, uplift_min=0.0)
     assert check_gate(ok, metrics) == []
@@ -306,7 +328,7 @@ def test_check_gate_pass_fail_and_skip() -> None:
         "fid 41.2 > fid_max 30",
         "cas 0.95 < cas_min 0.97",
         "memorization 0.001 > memorization_max 0.0001",
-        "uplift_mean 0.02 < uplift_min 0.05",
+        "uplift_same_data 0.02 < uplift_min 0.05",
     ]
     assert check_gate(GateSpec(fid_max=30), {"cas": 1.0}) == ["fid missing (fid_max 30)"]
     assert check_gate(GateSpec(fid_max=30), {"fid": math.nan}) == ["fid is nan (fid_max 30)"]
@@ -317,34 +339,17 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
     pick = rng.integers(0, len(digits["xtr"]), 400)
     synth, synth_y = _noisy(digits["xtr"][pick], 12.0, seed=5), digits["ytr"][pick]
     messages: list[str] = []
-    m = evaluate_quality(
-        _real(digits),
-        synth,
-        synth_y,
-        feature_cache,
-        "digits-test",
-        progress=messages.append,
-        recipe=Recipe(base_width=8, epochs=1, min_steps=40),
-        uplift_seeds=1,
-    )
-    for key in (
-        "feature_net_test_acc",
-        "fid",
-        "fid_real_floor",
-        "cas",
-        "real_acc",
-        "cas_ratio",
-        "uplift_mean",
-        "uplift_per_seed",
-        "uplift_base_acc",
-        "memorization",
-        "num_synthetic",
-        "eval_seconds",
-    ):
+    m = evaluate_quality(_real(digits), synth, synth_y, feature_cache, "digits-test", progress=messages.append,
+                         recipe=TINY_PROBE, seeds=2)
+    for key in ("feature_net_test_acc", "fid", "fid_real_floor", "cas", "cas_ci95", "real_acc", "cas_ratio",
+                "uplift_distill", "uplift_distill_ci95", "uplift_same_data", "uplift_full", "uplift_protocols",
+                "memorization", "generator_train_images", "num_synthetic", "eval_seconds"):
         assert key in m, key
     assert m["feature_net_from_cache"] is True  # the module's feature net, not a new one
     assert m["feature_net_test_acc"] == feature_net[1]["test_acc"]
-    assert m["num_synthetic"] == 400 and len(m["uplift_per_seed"]) == 1
+    assert m["num_synthetic"] == 400 and len(m["uplift_distill_per_seed"]) == 2 == len(m["cas_per_seed"])
+    assert m["uplift_full"] == m["uplift_same_data"]  # the generator saw the whole split: one experiment
+    assert "more real data than the classifier" in m["uplift_protocols"]["uplift_distill"]
     assert m["fid"] > 0 and m["fid_real_floor"] > 0 and 0 <= m["memorization"] <= 1
     assert json.loads(json.dumps(m)) == m  # flat and JSON-able
     assert messages and any("fid" in s for s in messages)
@@ -352,12 +357,25 @@ def test_evaluate_quality_end_to_end(digits: dict, feature_net, feature_cache: s
     assert check_gate(GateSpec(fid_max=m["fid"] / 2), m)[0].startswith("fid ")
     # a second evaluation of the same dataset (a gate retry, the next night) reuses the real-only
     # baselines: same numbers, fewer classifiers trained
-    m2 = evaluate_quality(_real(digits), synth, synth_y, feature_cache, "digits-test",
-                          recipe=Recipe(base_width=8, epochs=1, min_steps=40),
-                          uplift_seeds=1)
+    m2 = evaluate_quality(_real(digits), synth, synth_y, feature_cache, "digits-test", recipe=TINY_PROBE, seeds=2)
     assert m["baselines_from_cache"] is False and m2["baselines_from_cache"] is True
-    assert m2["real_acc"] == m["real_acc"] and m2["uplift_base_acc"] == m["uplift_base_acc"]
-    assert m2["cas"] == m["cas"] and m2["uplift_per_seed"] == m["uplift_per_seed"]
+    assert m2["real_acc"] == m["real_acc"] and m2["uplift_distill_base_acc"] == m["uplift_distill_base_acc"]
+    assert m2["cas"] == m["cas"] and m2["uplift_distill_per_seed"] == m["uplift_distill_per_seed"]
+
+
+def test_evaluate_quality_on_a_train_fraction_measures_against_the_generators_subset(
+        digits: dict, feature_net, feature_cache: str) -> None:
+    # the generator saw a 25 % subset: memorization and uplift_same_data refer to it, uplift_full to the split
+    sub = stratified_subset(digits["ytr"], 0.25, seed=0)
+    real = RealSplit.checked(digits["xtr"][sub], digits["ytr"][sub], digits["xte"], digits["yte"], 10,
+                             digits["xtr"], digits["ytr"])
+    copies = digits["xtr"][sub][:100]  # exact copies of the generator's own training images
+    m = evaluate_quality(real, copies, digits["ytr"][sub][:100], feature_cache, "digits-test", recipe=TINY_PROBE,
+                         seeds=2)
+    assert m["generator_train_images"] == len(sub) and m["num_real_train"] == len(digits["xtr"])
+    assert m["memorization"] == 1.0
+    assert m["uplift_same_data_num_real"] == len(sub) and m["uplift_full_num_real"] == len(digits["xtr"])
+    assert m["uplift_full"] != m["uplift_same_data"]
 
 
 def test_evaluate_quality_rejects_mismatched_shapes(digits: dict, feature_cache: str) -> None:

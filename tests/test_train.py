@@ -25,6 +25,8 @@ def test_ddp_training_checkpoints_everything_and_resumes(ray_local, tiny_spec, t
     assert not res.skipped and res.checkpoint.epoch == 2
     assert [h["epoch"] for h in res.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(h["loss_g"])) for h in res.history)
+    # every epoch draws a new sample order (DistributedSampler.set_epoch)
+    assert res.history[0]["order_crc32"] != res.history[1]["order_crc32"]
 
     state, info = load_checkpoint(res.checkpoint.url)
     assert set(state["model"]["nets"]) == {"generator", "discriminator"}
@@ -54,3 +56,8 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tiny_spec,
     # the count continues after the kill: epochs 1 and 2 came from the checkpoint, 3 was trained after
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
     assert res.checkpoint.epoch == 3
+    # the restarted workers see the very sample order of an uninterrupted run of the same training
+    monkeypatch.delenv(FAULTS_ENV)
+    plain = train(tiny_spec("plain", train={"epochs": 3}), "2026-01-01", _meta(spec))
+    assert [h["order_crc32"] for h in res.history] == [h["order_crc32"] for h in plain.history]
+    assert len({h["order_crc32"] for h in plain.history}) == 3

@@ -31,6 +31,9 @@ class ImageDataset:
     test_y: torch.Tensor
     class_names: list[str]
     key: str  # identity of the data (source, options, content digest): cache key for feature nets
+    # the whole train split when ``train_x`` is the dataset.train_fraction subset of it (else None)
+    all_train_x: torch.Tensor | None = None
+    all_train_y: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -47,6 +50,20 @@ class ImageDataset:
     def test_u8(self) -> np.ndarray:
         return to_u8_hwc(self.test_x)
 
+    def all_train_u8(self) -> np.ndarray | None:
+        return None if self.all_train_x is None else to_u8_hwc(self.all_train_x)
+
+    def with_train_fraction(self, fraction: float, seed: int) -> ImageDataset:
+        """The generator's training set: a stratified, seeded ``fraction`` of the train split
+        (at least one image per class); the whole split stays in ``all_train_*`` for evaluation."""
+        if not 0 < fraction <= 1:
+            raise DataError(f"dataset.train_fraction must lie in (0, 1], got {fraction}")
+        if fraction == 1:
+            return self
+        idx = torch.from_numpy(stratified_subset(self.train_y.numpy(), fraction, seed))
+        return ImageDataset(self.train_x[idx].contiguous(), self.train_y[idx].contiguous(), self.test_x, self.test_y,
+                            self.class_names, self.key, self.train_x, self.train_y)
+
 
 def to_u8_hwc(x: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW float -> (N, H, W, C) uint8, the same rule the sampler uses."""
@@ -59,6 +76,20 @@ def from_u8_hwc(a: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> [-1, 1] NCHW float."""
     t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of ``fraction`` of every class (at least one image per class), fixed by seed."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, int(round(len(idx) * fraction)))
+        out.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,4 +158,4 @@ def load_dataset(spec: DatasetSpec) -> ImageDataset:
         fn = SOURCES[spec.source]
     except KeyError:
         raise DataError(f"dataset.source: unknown source {spec.source!r}; known: {sorted(SOURCES)}") from None
-    return fn(spec)
+    return fn(spec).with_train_fraction(spec.train_fraction, spec.split_seed)

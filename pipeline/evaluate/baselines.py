@@ -31,7 +31,7 @@ from pipeline.evaluate.features import cache_file, write_atomic
 log = logging.getLogger(__name__)
 
 #: bump when what a baseline measures changes (recipe semantics, subset drawing): old files are ignored
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2  # 2: probe ensembles (probe.py), per-seed lists
 
 
 def baseline_key(kind: str, device: str | torch.device, **depends: Any) -> dict[str, Any]:

@@ -1,46 +1,32 @@
 """Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification Accuracy Score
 for Conditional Generative Models").
 
-Train a fresh classifier *only* on generated, labelled images and measure its accuracy on
+Train fresh classifiers *only* on generated, labelled images and measure their accuracy on
 the real test split. A conditional generator that captures each class well scores close to
-a classifier trained on the real training split, which is reported beside it
-(``real_acc``): the ratio ``cas / real_acc`` is comparable across datasets.
+classifiers trained on the real images the generator itself was trained on, which are
+reported beside it (``real_acc``): the ratio ``cas / real_acc`` is comparable across datasets.
 
-Both classifiers use the same recipe and the same number of optimiser steps (the real
-train split's budget), so the difference measures the data, not the compute.
+Every figure is a mean over several probe seeds with its 95 % interval
+(:mod:`pipeline.evaluate.probe`); each probe is trained to convergence on its own data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.evaluate.classifier import PROBE_RECIPE, RealSplit, Recipe, accuracy, train_classifier
+from pipeline.evaluate.classifier import RealSplit
+from pipeline.evaluate.probe import PROBE, ProbeRecipe, mean_ci95, probe_accuracies
 
 
-def classification_accuracy_score(
-    synth_u8: np.ndarray,
-    synth_labels: np.ndarray,
-    real_test_u8: np.ndarray,
-    real_test_labels: np.ndarray,
-    num_classes: int,
-    *,
-    seed: int = 0,
-    steps: int | None = None,
-    recipe: Recipe = PROBE_RECIPE,
-    device: str | torch.device = "cpu",
-) -> float:
-    """Accuracy on the real test split of a classifier trained only on ``synth_u8``.
-
-    ``steps`` defaults to ``recipe.steps_for(len(synth_u8))``.
-    """
-    n = steps if steps is not None else recipe.steps_for(len(synth_u8))
-    model = train_classifier(
-        synth_u8, synth_labels, num_classes, seed=seed, steps=n, recipe=recipe, device=device
-    )
-    return accuracy(model, real_test_u8, real_test_labels)
+def real_accuracies(real: RealSplit, seeds: Sequence[int], recipe: ProbeRecipe = PROBE,
+                    device: str | torch.device = "cpu") -> list[float]:
+    """Per seed: a probe trained on the generator's real training images, scored on the test split."""
+    return probe_accuracies(real.train_x, real.train_y, real.test_x, real.test_y, real.num_classes, seeds,
+                            recipe, device)
 
 
 def cas_report(
@@ -48,26 +34,30 @@ def cas_report(
     synth_u8: np.ndarray,
     synth_labels: np.ndarray,
     *,
-    seed: int = 0,
-    recipe: Recipe = PROBE_RECIPE,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    recipe: ProbeRecipe = PROBE,
     device: str | torch.device = "cpu",
-    real_acc: float | None = None,
+    real_acc: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """CAS and the real-trained accuracy beside it, with one shared step budget.
+    """CAS and the real-trained accuracy beside it, per seed and as means with 95 % intervals.
 
-    ``real_acc``: the real-trained accuracy when already known (it depends on the real data,
-    ``seed``, ``recipe`` and device only: see :mod:`pipeline.evaluate.baselines`).
-    Returns ``{"cas", "real_acc", "cas_ratio", "steps"}``.
+    ``real_acc``: the per-seed real-trained accuracies when already known (they depend on the
+    real data, seeds, recipe and device only: see :mod:`pipeline.evaluate.baselines`).
+    Returns ``cas``, ``cas_ci95``, ``cas_per_seed``, ``real_acc``, ``real_acc_ci95``,
+    ``real_acc_per_seed``, ``cas_ratio`` (mean CAS / mean real), ``cas_ratio_ci95`` (over the
+    per-seed ratios), ``steps``.
     """
-    steps = recipe.steps_for(len(real.train_x))
-    kw: dict[str, Any] = {"seed": seed, "steps": steps, "recipe": recipe, "device": device}
-    if real_acc is None:
-        real_acc = classification_accuracy_score(real.train_x, real.train_y, real.test_x, real.test_y,
-                                                 real.num_classes, **kw)
-    cas = classification_accuracy_score(synth_u8, synth_labels, real.test_x, real.test_y, real.num_classes, **kw)
+    seeds = [int(s) for s in seeds]
+    real_list = [float(a) for a in (real_acc if real_acc is not None else real_accuracies(real, seeds, recipe, device))]
+    if len(real_list) != len(seeds):
+        raise ValueError(f"real_acc has {len(real_list)} values for {len(seeds)} seeds")
+    cas = probe_accuracies(synth_u8, synth_labels, real.test_x, real.test_y, real.num_classes, seeds, recipe, device)
+    c, r = mean_ci95(cas), mean_ci95(real_list)
+    ratios = [a / b if b > 0 else float("nan") for a, b in zip(cas, real_list, strict=True)]
     return {
-        "cas": cas,
-        "real_acc": real_acc,
-        "cas_ratio": cas / real_acc if real_acc > 0 else float("nan"),
-        "steps": steps,
+        "cas": c["mean"], "cas_ci95": c["ci95"], "cas_per_seed": cas,
+        "real_acc": r["mean"], "real_acc_ci95": r["ci95"], "real_acc_per_seed": real_list,
+        "cas_ratio": c["mean"] / r["mean"] if r["mean"] > 0 else float("nan"),
+        "cas_ratio_ci95": mean_ci95(ratios)["ci95"],
+        "steps": recipe.steps_for(len(synth_u8)),
     }

@@ -75,9 +75,7 @@ class Recipe:
 
 #: the feature network (trained once per dataset and cached): the wider net
 FEATURE_RECIPE = Recipe(base_width=32)
-#: the fresh classifiers of CAS, the real baseline and uplift (eight per evaluation): a
-#: narrower net, ~2x cheaper on CPU at ~1 point lower accuracy on digits
-PROBE_RECIPE = Recipe(base_width=16)
+# the fresh classifiers of CAS and uplift are pipeline.evaluate.probe's (several seeds at once)
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -144,20 +142,43 @@ class RealSplit:
     (N, H, W, C uint8, contiguous) with int64 labels in ``0..num_classes-1``. Build it with
     :meth:`checked`, which validates once what every metric would otherwise re-check."""
 
-    train_x: np.ndarray
+    train_x: np.ndarray  # what the generator was trained on (a stratified subset with dataset.train_fraction)
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
+    all_train_x: np.ndarray | None = None  # the whole real train split when train_x is a subset of it
+    all_train_y: np.ndarray | None = None
 
     @classmethod
     def checked(cls, train_x: np.ndarray, train_y: np.ndarray | torch.Tensor, test_x: np.ndarray,
-                test_y: np.ndarray | torch.Tensor, num_classes: int) -> RealSplit:
+                test_y: np.ndarray | torch.Tensor, num_classes: int, all_train_x: np.ndarray | None = None,
+                all_train_y: np.ndarray | torch.Tensor | None = None) -> RealSplit:
         train_x, test_x = check_images(train_x, "real_train"), check_images(test_x, "real_test")
         if train_x.shape[1:] != test_x.shape[1:]:
             raise ValueError(f"image shapes differ: real train {train_x.shape[1:]}, real test {test_x.shape[1:]}")
+        ax = ay = None
+        if all_train_x is not None and all_train_y is not None and len(all_train_x) != len(train_x):
+            ax = check_images(all_train_x, "real_all_train")
+            if ax.shape[1:] != train_x.shape[1:]:
+                raise ValueError(f"image shapes differ: real train {train_x.shape[1:]}, whole split {ax.shape[1:]}")
+            ay = check_labels(all_train_y, len(ax), num_classes, "real_all_train_labels")
         return cls(train_x, check_labels(train_y, len(train_x), num_classes, "real_train_labels"),
-                   test_x, check_labels(test_y, len(test_x), num_classes, "real_test_labels"), int(num_classes))
+                   test_x, check_labels(test_y, len(test_x), num_classes, "real_test_labels"), int(num_classes),
+                   ax, ay)
+
+    @property
+    def pool_x(self) -> np.ndarray:
+        """The whole real train split (``train_x`` unless the generator saw a subset of it)."""
+        return self.train_x if self.all_train_x is None else self.all_train_x
+
+    @property
+    def pool_y(self) -> np.ndarray:
+        return self.train_y if self.all_train_y is None else self.all_train_y
+
+    @property
+    def generator_saw_all(self) -> bool:
+        return self.all_train_x is None
 
 
 def u8_to_tensor(images_u8: np.ndarray) -> torch.Tensor:

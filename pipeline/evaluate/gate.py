@@ -8,10 +8,12 @@ real data:
   test in the same space: the scale of a home-made feature space is arbitrary, so a
   generated FID only means something next to the real-vs-real figure);
 * ``cas`` -- classification accuracy score (Ravuri & Vinyals 2019), beside ``real_acc``
-  (the same recipe and step budget trained on the real train split) and their ratio;
-* ``uplift_mean`` -- augmentation uplift on a 10 % real subset, mean over seeds;
-* ``memorization`` -- share of samples whose nearest training image is much closer than
-  the second nearest (d1/d2 < 1/3, Gu et al. 2025).
+  (probes trained on the real images the generator saw) and their ratio, means over probe
+  seeds with 95 % intervals;
+* ``uplift_distill`` / ``uplift_same_data`` / ``uplift_full`` -- accuracy gained by adding the
+  synthetic images, under three protocols named for what the generator saw (uplift.py);
+* ``memorization`` -- share of samples whose nearest image among the generator's own training
+  images is much closer than the second nearest (d1/d2 < 1/3, Gu et al. 2025).
 
 ``check_gate`` turns a :class:`~pipeline.spec.GateSpec` and those metrics into a list of
 human-readable failures; an empty list is a pass.
@@ -19,6 +21,7 @@ human-readable failures; an empty list is a pass.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -29,10 +32,9 @@ import numpy as np
 import torch
 
 from pipeline.evaluate.baselines import baseline_key, cached_baseline
-from pipeline.evaluate.cas import cas_report, classification_accuracy_score
+from pipeline.evaluate.cas import cas_report
 from pipeline.evaluate.classifier import (
     FEATURE_RECIPE,
-    PROBE_RECIPE,
     RealSplit,
     Recipe,
     check_images,
@@ -42,8 +44,18 @@ from pipeline.evaluate.classifier import (
 from pipeline.evaluate.features import get_feature_net
 from pipeline.evaluate.fid import frechet_distance
 from pipeline.evaluate.memorization import RATIO_THRESHOLD, memorization
-from pipeline.evaluate.uplift import augmentation_uplift, seed_list_of, uplift_baselines
+from pipeline.evaluate.probe import PROBE, ProbeRecipe
+from pipeline.evaluate.uplift import base_accuracies, uplift
 from pipeline.spec import GateSpec
+
+#: the three uplift protocols (see pipeline/evaluate/uplift.py)
+UPLIFTS = ("uplift_distill", "uplift_same_data", "uplift_full")
+
+
+def _digest(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def evaluate_quality(
@@ -57,25 +69,27 @@ def evaluate_quality(
     progress: Callable[[str], None] | None = None,
     *,
     device: str | torch.device = "cpu",
-    recipe: Recipe = PROBE_RECIPE,
+    recipe: ProbeRecipe = PROBE,
     feature_recipe: Recipe = FEATURE_RECIPE,
-    uplift_seeds: int = 3,
-    uplift_fraction: float = 0.1,
-    uplift_max_synthetic: int | None = None,
+    seeds: int = 5,
+    distill_fraction: float = 0.1,
+    synthetic_ratio: float | None = None,
 ) -> dict[str, Any]:
     """Measure generated images against real data; returns a flat JSON-able metrics dict.
 
-    ``real``: the checked real split (:meth:`RealSplit.checked`); ``synth_u8``: uint8 (N, H, W, C)
-    with int64 labels. The feature net is loaded from (or trained into)
-    ``<cache_url>/features-<dataset_key>.pt``; the real-only baselines (CAS's ``real_acc``, the
-    uplift's real-subset accuracies) likewise from ``baselines-<dataset_key>-*.json`` there
-    (:mod:`pipeline.evaluate.baselines`): a dataset evaluated before costs half the time.
-    ``seed`` fixes the fresh classifiers (CAS, real baseline, uplift subsets); ``recipe`` is their training recipe.
+    ``real``: the checked real split (:meth:`RealSplit.checked`): ``train_x`` is what the
+    generator was trained on, ``pool_x`` the whole real train split. ``synth_u8``: uint8
+    (N, H, W, C) with int64 labels. The feature net is loaded from (or trained into)
+    ``<cache_url>/features-<dataset_key>.pt``; the real-only probe accuracies likewise from
+    ``baselines-<dataset_key>-*.json`` there (:mod:`pipeline.evaluate.baselines`).
+    ``seeds`` probe classifiers (``seed, seed+1, ...``) stand behind every CAS and uplift figure.
 
-    Keys: ``feature_net_test_acc``, ``feature_net_from_cache``, ``fid``, ``fid_real_floor``,
-    ``cas``, ``real_acc``, ``cas_ratio``, ``uplift_mean``, ``uplift_per_seed``,
-    ``uplift_base_acc``, ``uplift_aug_acc``, ``memorization``, ``num_synthetic``,
-    ``num_real_train``, ``num_real_test``, ``eval_seconds`` and a few more details.
+    Keys: ``fid``, ``fid_real_floor``, ``cas`` (+ ``_ci95``, ``_per_seed``), ``real_acc``,
+    ``cas_ratio`` (+ ``_ci95``), for each of ``uplift_distill``, ``uplift_same_data`` and
+    ``uplift_full``: the mean, ``_ci95``, ``_per_seed``, ``_base_acc``, ``_aug_acc``,
+    ``_num_real``, ``_num_synthetic``; ``memorization`` (against the generator's own training
+    images), ``generator_train_images``, ``uplift_protocols`` (one sentence each),
+    ``eval_seconds`` and a few more details.
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
@@ -93,22 +107,11 @@ def evaluate_quality(
     t = time.perf_counter()
     say("feature net: loading or training")
     net, info = get_feature_net(
-        cache_url,
-        dataset_key,
-        real.train_x,
-        real.train_y,
-        real.num_classes,
-        real.test_x,
-        real.test_y,
-        storage_options,
-        seed=0,
-        recipe=feature_recipe,
-        device=device,
+        cache_url, dataset_key, real.pool_x, real.pool_y, real.num_classes, real.test_x, real.test_y,
+        storage_options, seed=0, recipe=feature_recipe, device=device,
     )
-    say(
-        f"feature net: test accuracy {info['test_acc']:.4f} ({'cached' if info['from_cache'] else 'trained'})"
-    )
-    f_train = extract_features(net, real.train_x)
+    say(f"feature net: test accuracy {info['test_acc']:.4f} ({'cached' if info['from_cache'] else 'trained'})")
+    f_train = extract_features(net, real.pool_x)
     f_test = extract_features(net, real.test_x)
     f_syn = extract_features(net, synth_u8)
     fid_value = frechet_distance(f_train, f_syn)
@@ -116,85 +119,97 @@ def evaluate_quality(
     lap("fid", t)
     say(f"fid {fid_value:.3f} (real floor {fid_floor:.3f})")
 
-    # real-only baselines: measured once per dataset, recipe, seeds and device (see baselines.py)
+    # real-only probe accuracies: functions of the real rows, recipe, seeds and device (cached)
+    seed_list = [int(seed) + i for i in range(max(1, int(seeds)))]
+    nc, tx, ty = real.num_classes, real.test_x, real.test_y
+    common = {"recipe": asdict(recipe), "seeds": seed_list, "num_classes": nc, "test": _digest(tx, ty)}
+    from_cache: list[bool] = []
+
+    def cached(kind: str, x: np.ndarray, y: np.ndarray, fraction: float | None) -> list[float]:
+        key = baseline_key(kind, device, rows=_digest(x, y), n=len(x), fraction=fraction, **common)
+        value, hit = cached_baseline(cache_url, dataset_key, key, lambda: base_accuracies(
+            x, y, tx, ty, nc, seeds=seed_list, fraction=fraction, recipe=recipe, device=device), storage_options)
+        from_cache.append(hit)
+        return [float(v) for v in value]
+
     t = time.perf_counter()
-    common = {"recipe": asdict(recipe), "num_classes": real.num_classes, "num_train": len(real.train_x),
-              "num_test": len(real.test_x), "steps": recipe.steps_for(len(real.train_x))}
-    real_acc, real_cached = cached_baseline(
-        cache_url, dataset_key, baseline_key("real_acc", device, seed=int(seed), **common),
-        lambda: classification_accuracy_score(real.train_x, real.train_y, real.test_x, real.test_y, real.num_classes,
-                                              seed=seed, steps=common["steps"], recipe=recipe, device=device),
-        storage_options)
-    seed_list = seed_list_of(uplift_seeds, seed)
-    base_acc, base_cached = cached_baseline(
-        cache_url, dataset_key,
-        baseline_key("uplift_base", device, seeds=seed_list, fraction=float(uplift_fraction), **common),
-        lambda: uplift_baselines(real, fraction=uplift_fraction, seeds=seed_list, recipe=recipe, device=device),
-        storage_options)
+    real_acc = cached("probe_real", real.train_x, real.train_y, None)  # = the same-data uplift's base side
     lap("baselines", t)
-    say(f"real baselines: accuracy {real_acc:.4f}, uplift subsets {', '.join(f'{b:.4f}' for b in base_acc)} "
-        f"({'cached' if real_cached and base_cached else 'measured'})")
-
     t = time.perf_counter()
-    cas = cas_report(
-        real,
-        synth_u8,
-        y_syn,
-        seed=seed,
-        recipe=recipe,
-        device=device,
-        real_acc=float(real_acc),
-    )
+    cas = cas_report(real, synth_u8, y_syn, seeds=seed_list, recipe=recipe, device=device, real_acc=real_acc)
     lap("cas", t)
-    say(f"cas {cas['cas']:.4f} vs real {cas['real_acc']:.4f}")
+    say(f"cas {cas['cas']:.4f} vs real {cas['real_acc']:.4f} (ratio {cas['cas_ratio']:.4f}, {len(seed_list)} seeds)")
 
-    t = time.perf_counter()
-    up = augmentation_uplift(
-        real,
-        synth_u8,
-        y_syn,
-        fraction=uplift_fraction,
-        seeds=seed_list,
-        max_synthetic=uplift_max_synthetic,
-        recipe=recipe,
-        device=device,
-        progress=say,
-        base_acc=base_acc,
-    )
-    lap("uplift", t)
-    say(f"uplift {up['uplift_mean']:+.4f}")
+    def run_uplift(name: str, x: np.ndarray, y: np.ndarray, fraction: float | None,
+                   base: list[float]) -> dict[str, Any]:
+        t1 = time.perf_counter()
+        up = uplift(x, y, synth_u8, y_syn, tx, ty, nc, seeds=seed_list, fraction=fraction,
+                    synthetic_ratio=synthetic_ratio, recipe=recipe, device=device, base_acc=base)
+        lap(name, t1)
+        say(f"{name} {up['mean']:+.4f} (real {up['num_real']} + synthetic {up['num_synthetic']}: "
+            f"{up['base_acc']:.4f} -> {up['aug_acc']:.4f})")
+        return up
+
+    n_gen = len(real.train_x)
+    ups = {"uplift_distill": run_uplift("uplift_distill", real.train_x, real.train_y, distill_fraction,
+                                        cached("probe_subset", real.train_x, real.train_y, distill_fraction)),
+           "uplift_same_data": run_uplift("uplift_same_data", real.train_x, real.train_y, None, real_acc)}
+    if real.generator_saw_all:
+        ups["uplift_full"] = ups["uplift_same_data"]  # the same experiment: not run twice
+    else:
+        ups["uplift_full"] = run_uplift("uplift_full", real.pool_x, real.pool_y, None,
+                                        cached("probe_real", real.pool_x, real.pool_y, None))
+    protocols = {
+        "uplift_distill": f"the generator saw {n_gen} real images; the classifier gets "
+                          f"{ups['uplift_distill']['num_real']} of them ({distill_fraction:.0%}) with or without "
+                          "synthetic images: the generator saw more real data than the classifier",
+        "uplift_same_data": f"the classifier gets the same {n_gen} real images the generator was trained on, "
+                            "with or without synthetic images",
+        "uplift_full": f"the classifier gets the whole real train split ({len(real.pool_x)} images) with or "
+                       "without synthetic images" + (" (the same experiment as uplift_same_data: the generator "
+                                                      "saw the whole split)" if real.generator_saw_all else ""),
+    }
 
     t = time.perf_counter()
     mem = memorization(synth_u8, real.train_x, threshold=RATIO_THRESHOLD, device=device)
     lap("memorization", t)
-    say(f"memorization {mem.fraction:.4f}")
+    say(f"memorization {mem.fraction:.4f} (against the generator's {n_gen} training images)")
 
-    return {
+    out: dict[str, Any] = {
         "feature_net_test_acc": float(info["test_acc"]),
         "feature_net_from_cache": bool(info["from_cache"]),
         "fid": float(fid_value),
         "fid_real_floor": float(fid_floor),
         "cas": float(cas["cas"]),
+        "cas_ci95": cas["cas_ci95"],
+        "cas_per_seed": cas["cas_per_seed"],
         "real_acc": float(cas["real_acc"]),
+        "real_acc_ci95": cas["real_acc_ci95"],
+        "real_acc_per_seed": cas["real_acc_per_seed"],
         "cas_ratio": float(cas["cas_ratio"]),
-        "classifier_steps": int(cas["steps"]),
-        "baselines_from_cache": bool(real_cached and base_cached),
-        "uplift_mean": float(up["uplift_mean"]),
-        "uplift_per_seed": list(up["uplift_per_seed"]),
-        "uplift_base_acc": float(up["base_acc"]),
-        "uplift_aug_acc": float(up["aug_acc"]),
-        "uplift_fraction": float(up["fraction"]),
-        "uplift_num_real": int(up["num_real_subset"]),
-        "uplift_num_synthetic": int(up["num_synthetic_used"]),
+        "cas_ratio_ci95": cas["cas_ratio_ci95"],
+        "probe": recipe.kind,
+        "probe_seeds": seed_list,
+        "baselines_from_cache": bool(all(from_cache)),
+    }
+    for name, up in ups.items():
+        out.update({name: float(up["mean"]), f"{name}_ci95": up["ci95"], f"{name}_per_seed": up["per_seed"],
+                    f"{name}_base_acc": up["base_acc"], f"{name}_aug_acc": up["aug_acc"],
+                    f"{name}_num_real": up["num_real"], f"{name}_num_synthetic": up["num_synthetic"]})
+    out.update({
+        "uplift_protocols": protocols,
+        "synthetic_ratio": synthetic_ratio,
         "memorization": float(mem.fraction),
         "memorization_threshold": float(mem.threshold),
+        "generator_train_images": int(n_gen),
         "num_synthetic": int(len(synth_u8)),
-        "num_real_train": int(len(real.train_x)),
+        "num_real_train": int(len(real.pool_x)),
         "num_real_test": int(len(real.test_x)),
         "seed": int(seed),
         "stage_seconds": timings,
         "eval_seconds": round(time.perf_counter() - t0, 3),
-    }
+    })
+    return out
 
 
 #: (GateSpec field, metric key, direction): "max" fails above the threshold, "min" below it
@@ -202,7 +217,7 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
     ("fid_max", "fid", "max"),
     ("cas_min", "cas", "min"),
     ("memorization_max", "memorization", "max"),
-    ("uplift_min", "uplift_mean", "min"),
+    ("uplift_min", "uplift", "min"),
 )
 
 
@@ -218,6 +233,8 @@ def check_gate(gate: GateSpec, metrics: dict[str, Any]) -> list[str]:
     """
     failures: list[str] = []
     for field, key, direction in _CHECKS:
+        if key == "uplift":
+            key = gate.uplift_metric
         limit = getattr(gate, field)
         if limit is None:
             continue

@@ -1,132 +1,104 @@
-"""Augmentation uplift: does adding the generated images help a classifier that is short
-of real data?
+"""Uplift: does adding the generated images help a classifier? Three protocols, named for
+what the generator saw, so nobody misreads a number.
 
-The use case of the whole pipeline is augmenting classifier training with synthetic
-data (in the spirit of the "train on synthetic" studies that grew out of Ravuri & Vinyals
-2019; cf. Azizi et al. 2023, "Synthetic Data from Diffusion Models Improves ImageNet
-Classification"), so the gate measures it directly: a classifier trained on a small real
-subset (``fraction`` of the real train split, stratified per class, drawn by seed) versus
-the same subset plus the synthetic images, both scored on the real test split. The
-uplift is the accuracy difference, averaged over a few seeds (each seed draws its own
-subset and initialisation, shared by the pair). Both classifiers of a pair get the same
-number of optimiser steps, so the difference measures the data, not the compute.
+* ``uplift_distill`` -- the classifier gets a small stratified subset (``distill_fraction``,
+  10 %) of the images the generator was trained on, with or without the synthetic images.
+  The generator saw more real data than the classifier: this measures how much of it the
+  synthetic images pass on ("distillation"), not whether they help a user who has only the
+  subset.
+* ``uplift_same_data`` -- the classifier gets exactly the real images the generator was
+  trained on, with or without synthetic images: the question of a user with little data
+  (train the generator on ``dataset.train_fraction`` of the split to ask it).
+* ``uplift_full`` -- the whole real train split, with or without synthetic images. When the
+  generator saw the whole split this is the same experiment as ``uplift_same_data``.
+
+Each is a paired difference per probe seed (same real rows and seed on both sides), reported
+as a mean with a 95 % interval. How many synthetic images join the real ones is a measured
+choice (``synthetic_ratio``: at most that many synthetic images per real image, a fresh draw per
+seed; ``None`` = all), recorded in ``bench/results/quality-digits.json``. Each probe trains to
+convergence on its own training set (:mod:`pipeline.evaluate.probe`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.evaluate.classifier import (
-    PROBE_RECIPE,
-    RealSplit,
-    Recipe,
-    accuracy,
-    check_labels,
-    train_classifier,
-)
+from pipeline.data.base import stratified_subset
+from pipeline.evaluate.classifier import check_labels
+from pipeline.evaluate.probe import PROBE, ProbeRecipe, mean_ci95, probe_accuracies
 
 
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of ``fraction`` of every class (at least one image per class), fixed by seed."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        k = max(1, int(round(len(idx) * fraction)))
-        out.append(rng.choice(idx, size=k, replace=False))
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+def real_rows(labels: np.ndarray, fraction: float | None, seeds: Sequence[int]) -> list[np.ndarray]:
+    """Per seed, the real rows a classifier trains on: a stratified subset, or all of them."""
+    if fraction is None or fraction >= 1:
+        return [np.arange(len(labels))] * len(seeds)
+    return [stratified_subset(labels, fraction, int(s)) for s in seeds]
 
 
-def seed_list_of(seeds: int | Sequence[int], seed: int = 0) -> list[int]:
-    """``seeds`` as an explicit list: a count means ``seed, seed+1, ...``."""
-    out = [seed + i for i in range(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not out:
-        raise ValueError("need at least one seed")
-    return out
+def synthetic_rows(num_synthetic: int, num_real: int, ratio: float | None, seed: int) -> np.ndarray:
+    """The synthetic rows added to ``num_real`` real ones: at most ``ratio * num_real``, drawn by seed."""
+    take = num_synthetic if ratio is None else min(num_synthetic, max(1, int(round(ratio * num_real))))
+    if take >= num_synthetic:
+        return np.arange(num_synthetic)
+    return np.sort(np.random.default_rng([int(seed), 1]).choice(num_synthetic, size=take, replace=False))
 
 
-def uplift_baselines(
-    real: RealSplit,
-    *,
-    fraction: float = 0.1,
-    seeds: int | Sequence[int] = 3,
-    seed: int = 0,
-    recipe: Recipe = PROBE_RECIPE,
+def base_accuracies(
+    base_x: np.ndarray, base_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, num_classes: int, *,
+    seeds: Sequence[int], fraction: float | None = None, recipe: ProbeRecipe = PROBE,
     device: str | torch.device = "cpu",
 ) -> list[float]:
-    """The real-subset accuracy of each seed: the ``base`` side of :func:`augmentation_uplift`
-    (same subsets, seeds and step budget), which needs no synthetic image and can be cached."""
-    steps = recipe.steps_for(len(real.train_x))
-    out = []
-    for s in seed_list_of(seeds, seed):
-        sub = stratified_subset(real.train_y, fraction, s)
-        m = train_classifier(real.train_x[sub], real.train_y[sub], real.num_classes, seed=s, steps=steps,
-                             recipe=recipe, device=device)
-        out.append(float(accuracy(m, real.test_x, real.test_y)))
-    return out
+    """The real-only side of :func:`uplift` (no synthetic image involved, so it can be cached)."""
+    return probe_accuracies(base_x, base_y, test_x, test_y, num_classes, seeds, recipe, device,
+                            members=real_rows(base_y, fraction, seeds))
 
 
-def augmentation_uplift(
-    real: RealSplit,
+def uplift(
+    base_x: np.ndarray,
+    base_y: np.ndarray,
     synth_u8: np.ndarray,
     synth_labels: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
     *,
-    fraction: float = 0.1,
-    seeds: int | Sequence[int] = 3,
-    seed: int = 0,
-    max_synthetic: int | None = None,
-    recipe: Recipe = PROBE_RECIPE,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    fraction: float | None = None,
+    synthetic_ratio: float | None = None,
+    recipe: ProbeRecipe = PROBE,
     device: str | torch.device = "cpu",
-    progress: Callable[[str], None] | None = None,
     base_acc: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy of (real subset + synthetic) minus accuracy of (real subset alone).
+    """Accuracy of (real rows + synthetic) minus accuracy of (real rows alone), per seed.
 
-    ``seeds``: a count (seeds ``seed, seed+1, ...``) or an explicit list. ``max_synthetic``
-    caps the synthetic images added (a random draw per seed; default: all of them).
-    ``base_acc``: the real-subset accuracies per seed when already known (from
-    :func:`uplift_baselines` with the same arguments, e.g. cached).
-    Returns ``uplift_mean``, ``uplift_per_seed``, ``base_acc`` / ``aug_acc`` (means) and
-    their per-seed lists, ``num_real_subset``, ``num_synthetic_used``, ``steps``, ``seeds``.
+    ``base_x/base_y``: the real images the classifier may use; ``fraction``: a stratified
+    subset of them per seed (None: all). ``base_acc``: the real-only accuracies per seed when
+    already known (from :func:`base_accuracies` with the same arguments, e.g. cached).
+    Returns ``mean``, ``ci95``, ``per_seed``, ``base_acc``/``aug_acc`` (means) and their
+    per-seed lists, ``num_real``, ``num_synthetic``, ``synthetic_ratio``, ``seeds``.
     """
-    seed_list = seed_list_of(seeds, seed)
-    if base_acc is None:
-        base_acc = uplift_baselines(real, fraction=fraction, seeds=seed_list, recipe=recipe, device=device)
-    if len(base_acc) != len(seed_list):
-        raise ValueError(f"base_acc has {len(base_acc)} values for {len(seed_list)} seeds")
-    y_syn = check_labels(synth_labels, len(synth_u8), real.num_classes, "synth_labels")
-    steps = recipe.steps_for(len(real.train_x))
-    base, aug, n_sub, n_syn = [float(b) for b in base_acc], [], 0, 0
-    for s, b in zip(seed_list, base, strict=True):
-        sub = stratified_subset(real.train_y, fraction, s)
-        syn = np.arange(len(synth_u8))
-        if max_synthetic is not None and max_synthetic < len(syn):
-            syn = np.sort(np.random.default_rng([s, 1]).choice(syn, size=max_synthetic, replace=False))
-        x_aug = np.concatenate([real.train_x[sub], synth_u8[syn]])
-        y_aug = np.concatenate([real.train_y[sub], y_syn[syn]])
-        m_aug = train_classifier(x_aug, y_aug, real.num_classes, seed=s, steps=steps, recipe=recipe, device=device)
-        aug.append(accuracy(m_aug, real.test_x, real.test_y))
-        n_sub, n_syn = len(sub), len(syn)
-        if progress is not None:
-            progress(f"uplift seed {s}: base {b:.4f} -> augmented {aug[-1]:.4f}")
+    seeds = [int(s) for s in seeds]
+    y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
+    rows = real_rows(base_y, fraction, seeds)
+    base = [float(b) for b in (base_acc if base_acc is not None else base_accuracies(
+        base_x, base_y, test_x, test_y, num_classes, seeds=seeds, fraction=fraction, recipe=recipe, device=device))]
+    if len(base) != len(seeds):
+        raise ValueError(f"base_acc has {len(base)} values for {len(seeds)} seeds")
+    syn = [synthetic_rows(len(synth_u8), len(r), synthetic_ratio, s) for r, s in zip(rows, seeds, strict=True)]
+    pool_x = np.concatenate([base_x, synth_u8])
+    pool_y = np.concatenate([np.asarray(base_y, np.int64), y_syn])
+    members = [np.concatenate([r, len(base_x) + s]) for r, s in zip(rows, syn, strict=True)]
+    aug = probe_accuracies(pool_x, pool_y, test_x, test_y, num_classes, seeds, recipe, device, members=members)
     per_seed = [a - b for a, b in zip(aug, base, strict=True)]
+    ci = mean_ci95(per_seed)
     return {
-        "uplift_mean": float(np.mean(per_seed)),
-        "uplift_per_seed": [float(u) for u in per_seed],
-        "base_acc": float(np.mean(base)),
-        "aug_acc": float(np.mean(aug)),
-        "base_acc_per_seed": [float(b) for b in base],
-        "aug_acc_per_seed": [float(a) for a in aug],
-        "num_real_subset": int(n_sub),
-        "num_synthetic_used": int(n_syn),
-        "fraction": float(fraction),
-        "steps": int(steps),
-        "seeds": seed_list,
+        "mean": ci["mean"], "ci95": ci["ci95"], "per_seed": per_seed,
+        "base_acc": float(np.mean(base)), "aug_acc": float(np.mean(aug)),
+        "base_acc_per_seed": base, "aug_acc_per_seed": [float(a) for a in aug],
+        "num_real": int(len(rows[0])), "num_synthetic": int(len(syn[0])),
+        "synthetic_ratio": synthetic_ratio, "seeds": seeds,
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from pipeline.spec import TrainSpec
 
 ImageShape = tuple[int, int, int]  # (channels, height, width)
+Augment = Callable[[torch.Tensor], torch.Tensor]  # a differentiable, label-preserving image transform
 
 
 class ModelFamily(ABC):
@@ -61,10 +63,13 @@ class ModelFamily(ABC):
         x: torch.Tensor,
         y: torch.Tensor,
         autocast: contextlib.AbstractContextManager,
+        augment: Augment | None = None,
     ) -> dict[str, float]:
         """One optimisation step on a batch (x in [-1, 1], NCHW; y int64). Returns losses.
 
-        ``nets`` are the (possibly DDP-wrapped) versions of ``self.nets``.
+        ``nets`` are the (possibly DDP-wrapped) versions of ``self.nets``. ``augment`` (adversarial
+        families only) is applied to every image the discriminator sees, real and generated alike,
+        never to what the generator is trained to imitate.
         """
 
     @torch.no_grad()
@@ -147,7 +152,10 @@ class SingleLossFamily(ModelFamily):
         x: torch.Tensor,
         y: torch.Tensor,
         autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
+        augment: Augment | None = None,
     ) -> dict[str, float]:
+        if augment is not None:  # spec validation refuses this; a direct caller is told why
+            raise ValueError(f"{self.kind} imitates its training images: augmenting them would leak into samples")
         return optimize(opts[self.optimizer], self.losses(nets, x, y, autocast))
 
 

@@ -114,8 +114,9 @@ class DCGAN(ModelFamily):
     def noise_shape(self) -> tuple[int, ...]:
         return (self.spec.latent_dim,)
 
-    def train_step(self, nets, opts, x, y, autocast=contextlib.nullcontext()):  # type: ignore[override]
+    def train_step(self, nets, opts, x, y, autocast=contextlib.nullcontext(), augment=None):  # type: ignore[override]
         g, d = nets["generator"], nets["discriminator"]
+        aug = augment or (lambda t: t)  # ADA-style: on every discriminator input, real and fake
         bce = nn.functional.binary_cross_entropy_with_logits
         ce = nn.functional.cross_entropy
         b = x.shape[0]
@@ -124,15 +125,15 @@ class DCGAN(ModelFamily):
         z = torch.randn(b, self.spec.latent_dim, device=x.device)
         with autocast:
             fake = g(z, y)
-            adv_real, cls_real = d(x, y)
-            adv_fake, _ = d(fake.detach(), y)
+            adv_real, cls_real = d(aug(x), y)
+            adv_fake, _ = d(aug(fake.detach()), y)
         loss_cls = ce(cls_real.float(), y)
         loss_d = bce(adv_real.float(), real_target) + bce(adv_fake.float(), zeros) + loss_cls
         opts["discriminator"].zero_grad(set_to_none=True)
         loss_d.backward()
         opts["discriminator"].step()
         with autocast:
-            adv, cls = d(fake, y)
+            adv, cls = d(aug(fake), y)
         loss_g = bce(adv.float(), torch.ones(b, device=x.device)) + ce(cls.float(), y)
         opts["generator"].zero_grad(set_to_none=True)
         loss_g.backward()

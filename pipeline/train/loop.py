@@ -4,7 +4,8 @@ DDP over gloo (CPU) or nccl (GPU) is set up by Ray Train; this function only see
 rank. Every worker loads the (small) dataset, takes its slice through a
 ``DistributedSampler`` and steps the model family's nets, wrapped by ``prepare_model``.
 Rank 0 writes a checkpoint every ``checkpoint_every`` epochs and at the end; all ranks
-call ``ray.train.report`` the same number of times (it is a barrier).
+call ``ray.train.report`` then, and only then (it is a barrier, and each call waits for the
+controller's next poll), the same number of times. Epoch progress goes to the progress actor.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import zlib
 from typing import Any
 
 import torch
@@ -130,7 +132,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
 
         def epoch_batches(epoch: int):
-                return loader
+            sampler.set_epoch(epoch)  # a new order every epoch, the same one for a resumed run
+            return loader
+
+        def epoch_order(epoch: int) -> int:  # recorded per epoch: resumed runs can be checked
+            sampler.set_epoch(epoch)
+            return zlib.crc32(torch.tensor(list(sampler), dtype=torch.int64).numpy().tobytes())
     use_bf16 = device.type == "cuda" and tr.bf16
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
@@ -141,13 +148,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             maybe_exit(config.get("faults"), "train_exit_at_epoch", epoch)
         _seed_everything(derive_seed(tr.seed, rank, epoch))  # RNG state = f(seed, rank, epoch)
         aug_gen = torch.Generator().manual_seed(derive_seed(tr.seed, rank, epoch, "augment"))
+        # ADA-style: what the discriminator sees (real and fake alike) is augmented, never the
+        # generator's target (spec validation allows augmentation for adversarial families only)
+        augment = (lambda t, g=aug_gen: random_affine(t, spec.dataset.augment, g)) \
+            if spec.dataset.augment.enabled else None
         for n in nets.values():
             n.train()
         t0, sums, batches = time.perf_counter(), {}, 0
         for x, y in epoch_batches(epoch):
-            x = random_affine(x, spec.dataset.augment, aug_gen).to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            losses = fam.train_step(nets, opts, x, y, autocast())
+            losses = fam.train_step(nets, opts, x, y, autocast(), augment=augment)
             fam.update_ema()
             step += 1
             batches += 1
@@ -155,6 +166,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 sums[k] = sums.get(k, 0.0) + v
         seconds = time.perf_counter() - t0
         metrics = {k: v / max(batches, 1) for k, v in sums.items()}
+        if not streaming:
+            metrics["order_crc32"] = epoch_order(epoch)
         metrics.update(epoch=epoch + 1, step=step, seconds=round(seconds, 3),
                        images_per_s=round(batches * batch * world / max(seconds, 1e-9), 1))
         history.append(metrics)
@@ -166,6 +179,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             board = config.get("progress_actor")
             if board is not None:
                 board.update.remote("train", epoch + 1, tr.epochs, metrics)
+        # Ray Train's controller takes one report off each worker's queue (size 1) per poll
+        # (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), so a report per short epoch made
+        # training wait seconds per epoch: report (with a checkpoint) only every checkpoint_every
+        # epochs. Progress reaches the driver through the progress actor, which never blocks.
         if (epoch + 1) % tr.checkpoint_every == 0 or last:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt_obj = None
@@ -183,8 +200,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                     save_checkpoint_dir(tmp, state, dict(config["meta"], epoch=epoch + 1, step=step))
                     ckpt_obj = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt_obj, checkpoint_dir_name=f"epoch-{epoch + 1:05d}")
-        else:
-            ray.train.report(metrics)
         result = {"epoch": epoch + 1, "step": step, **metrics}
     result["history"] = history
     result["start_epoch"] = first_epoch

@@ -19,6 +19,7 @@ from pipeline.train.checkpoint import CheckpointInfo, load_checkpoint
 from pipeline.train.loop import train_loop_per_worker
 
 DONE_FILE = "done.json"
+POLL_INTERVAL_S = "0.5"  # Ray Train controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S)
 
 
 class TrainingError(RuntimeError):
@@ -118,6 +119,10 @@ def train(
     # into the job's output; genpipe reports progress itself. Ray's system log files under the
     # session directory keep every level. GENPIPE_RAY_TRAIN_LOG_LEVEL=INFO brings them back.
     ray_train_log_level = os.environ.get("GENPIPE_RAY_TRAIN_LOG_LEVEL", "WARNING").upper()
+    # Ray Train V2 propagates this from the driver to its controller, which takes each worker's
+    # report (and the final result) on its poll: 2 s by default, i.e. up to 2 s of idle workers
+    # per report. A user's own setting wins.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
     datasets = None
     if spec.dataset.streaming:  # workers read their shard through Ray Data, never the whole dataset
         from pipeline.data.streaming import streaming_dataset
