@@ -103,10 +103,16 @@ def _svg_curves(history: list[dict[str, Any]], width: int = 520, height: int = 2
 #: (metric, its real-data baseline, meaning)
 ROWS = [
     ("fid", "fid_real_floor", "FID on the feature net (lower is better); baseline: real train vs real test"),
-    ("cas", "real_acc", "classifier trained on synthetic only, accuracy on real test; baseline: trained on real"),
+    ("cas", "real_acc", "classifiers trained on synthetic only, accuracy on real test (mean of the probe seeds); "
+     "baseline: trained on the real images the generator saw"),
     ("cas_ratio", None, "CAS / real-trained accuracy"),
-    ("uplift_mean", "uplift_base_acc", "accuracy gain from adding synthetic to 10% of the real data; baseline: 10% alone"),
-    ("memorization", None, "fraction of samples nearer one training image than 1/3 of the second nearest"),
+    ("uplift_distill", "uplift_distill_base_acc", "accuracy gain from adding synthetic to a 10% subset of the "
+     "generator's training images (the generator saw more real data than the classifier); baseline: the subset alone"),
+    ("uplift_same_data", "uplift_same_data_base_acc", "accuracy gain from adding synthetic to exactly the real "
+     "images the generator was trained on; baseline: those images alone"),
+    ("uplift_full", "uplift_full_base_acc", "accuracy gain from adding synthetic to the whole real train split"),
+    ("memorization", None, "fraction of samples nearer one of the generator's training images than 1/3 of the "
+     "second nearest"),
     ("feature_net_test_acc", None, "feature network's accuracy on the real test split"),
 ]
 
@@ -116,9 +122,13 @@ def render_html(spec: JobSpec, manifest: dict[str, Any], history: list[dict[str,
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
+    def ci(v: Any) -> str:  # " [lo, hi]": the 95 % interval over probe seeds
+        return f" [{v[0]:.4g}, {v[1]:.4g}]" if isinstance(v, list) and len(v) == 2 and None not in v else ""
+
     m = metrics or {}
     rows = "".join(
-        f"<tr><td>{k}</td><td>{fmt(m[k])}</td><td>{fmt(m.get(b, '')) if b else ''}</td><td>{html.escape(d)}</td></tr>"
+        f"<tr><td>{k}</td><td>{fmt(m[k])}{ci(m.get(k + '_ci95'))}</td><td>{fmt(m.get(b, '')) if b else ''}</td>"
+        f"<td>{html.escape(d)}</td></tr>"
         for k, b, d in ROWS if k in m)
     gate = m.get("gate_failures")
     verdict = "not measured" if not m else ("passed" if not gate else "FAILED: " + "; ".join(gate))

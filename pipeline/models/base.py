@@ -159,6 +159,55 @@ class SingleLossFamily(ModelFamily):
         return optimize(opts[self.optimizer], self.losses(nets, x, y, autocast))
 
 
+class AdversarialFamily(ModelFamily):
+    """A conditional GAN (dcgan, gan): a ``generator(z, y)`` and a ``discriminator(x, y) ->
+    (real/fake logit, class logits)`` trained with the same step: non-saturating loss with
+    one-sided label smoothing plus an auxiliary-classifier term on both sides (AC-GAN). The
+    families differ in their networks only."""
+
+    sampler_net = "generator"
+
+    def noise_shape(self) -> tuple[int, ...]:
+        return (self.spec.latent_dim,)
+
+    def train_step(
+        self,
+        nets: dict[str, nn.Module],
+        opts: dict[str, torch.optim.Optimizer],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
+        augment: Augment | None = None,
+    ) -> dict[str, float]:
+        g, d = nets["generator"], nets["discriminator"]
+        aug = augment or (lambda t: t)  # ADA-style: on every discriminator input, real and fake
+        bce = nn.functional.binary_cross_entropy_with_logits
+        ce = nn.functional.cross_entropy
+        b = x.shape[0]
+        real_target = torch.full((b,), 1.0 - self.spec.label_smoothing, device=x.device)
+        zeros = torch.zeros(b, device=x.device)
+        z = torch.randn(b, self.spec.latent_dim, device=x.device)
+        with autocast:
+            fake = g(z, y)
+            adv_real, cls_real = d(aug(x), y)
+            adv_fake, _ = d(aug(fake.detach()), y)
+        loss_cls = ce(cls_real.float(), y)
+        loss_d = bce(adv_real.float(), real_target) + bce(adv_fake.float(), zeros) + loss_cls
+        opts["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opts["discriminator"].step()
+        with autocast:
+            adv, cls = d(aug(fake), y)
+        loss_g = bce(adv.float(), torch.ones(b, device=x.device)) + ce(cls.float(), y)
+        opts["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opts["generator"].step()
+        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "loss_cls": float(loss_cls.detach())}
+
+    def generate(self, net: nn.Module, noise: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        return net(noise, y)
+
+
 REGISTRY: dict[str, type[ModelFamily]] = {}
 
 

@@ -8,13 +8,11 @@ Sampling uses an EMA of the generator's weights.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, register
+from pipeline.models.base import AdversarialFamily, ImageShape, register
 
 
 def upsampling_plan(size: int, max_doublings: int = 4) -> tuple[int, int]:
@@ -99,10 +97,9 @@ class Discriminator(nn.Module):
 
 
 @register
-class DCGAN(ModelFamily):
+class DCGAN(AdversarialFamily):
     kind = "dcgan"
-    sampler_net = "generator"
-    version = 2  # 2: projection + auxiliary-classifier discriminator
+    version = 3  # 2: projection + auxiliary-classifier discriminator; 3: augmentation on D inputs only
 
     def build(self) -> dict[str, nn.Module]:
         s = self.spec
@@ -110,35 +107,3 @@ class DCGAN(ModelFamily):
             "generator": Generator(self.image_shape, self.num_classes, s.latent_dim, s.base_channels),
             "discriminator": Discriminator(self.image_shape, self.num_classes, s.base_channels),
         }
-
-    def noise_shape(self) -> tuple[int, ...]:
-        return (self.spec.latent_dim,)
-
-    def train_step(self, nets, opts, x, y, autocast=contextlib.nullcontext(), augment=None):  # type: ignore[override]
-        g, d = nets["generator"], nets["discriminator"]
-        aug = augment or (lambda t: t)  # ADA-style: on every discriminator input, real and fake
-        bce = nn.functional.binary_cross_entropy_with_logits
-        ce = nn.functional.cross_entropy
-        b = x.shape[0]
-        real_target = torch.full((b,), 1.0 - self.spec.label_smoothing, device=x.device)
-        zeros = torch.zeros(b, device=x.device)
-        z = torch.randn(b, self.spec.latent_dim, device=x.device)
-        with autocast:
-            fake = g(z, y)
-            adv_real, cls_real = d(aug(x), y)
-            adv_fake, _ = d(aug(fake.detach()), y)
-        loss_cls = ce(cls_real.float(), y)
-        loss_d = bce(adv_real.float(), real_target) + bce(adv_fake.float(), zeros) + loss_cls
-        opts["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        opts["discriminator"].step()
-        with autocast:
-            adv, cls = d(aug(fake), y)
-        loss_g = bce(adv.float(), torch.ones(b, device=x.device)) + ce(cls.float(), y)
-        opts["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        opts["generator"].step()
-        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "loss_cls": float(loss_cls.detach())}
-
-    def generate(self, net, noise, y, seeds):  # type: ignore[override]
-        return net(noise, y)

@@ -16,13 +16,12 @@ choice (CAS and an RBF-SVM check against the real test split).
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch import nn
 
-from pipeline.models.base import ImageShape, ModelFamily, register
+from pipeline.models.base import AdversarialFamily, ImageShape, register
 
 
 class Generator(nn.Module):
@@ -69,9 +68,8 @@ class Discriminator(nn.Module):
 
 
 @register
-class GAN(ModelFamily):
+class GAN(AdversarialFamily):
     kind = "gan"
-    sampler_net = "generator"
     version = 1
 
     def build(self) -> dict[str, nn.Module]:
@@ -80,34 +78,3 @@ class GAN(ModelFamily):
             "generator": Generator(self.image_shape, self.num_classes, s.latent_dim, s.hidden, s.batch_norm),
             "discriminator": Discriminator(self.image_shape, self.num_classes, s.hidden, s.dropout),
         }
-
-    def noise_shape(self) -> tuple[int, ...]:
-        return (self.spec.latent_dim,)
-
-    def train_step(self, nets, opts, x, y, autocast=contextlib.nullcontext()):  # type: ignore[override]
-        g, d = nets["generator"], nets["discriminator"]
-        bce = nn.functional.binary_cross_entropy_with_logits
-        ce = nn.functional.cross_entropy
-        b = x.shape[0]
-        real_target = torch.full((b,), 1.0 - self.spec.label_smoothing, device=x.device)
-        zeros = torch.zeros(b, device=x.device)
-        z = torch.randn(b, self.spec.latent_dim, device=x.device)
-        with autocast:
-            fake = g(z, y)
-            adv_real, cls_real = d(x, y)
-            adv_fake, _ = d(fake.detach(), y)
-        loss_cls = ce(cls_real.float(), y)
-        loss_d = bce(adv_real.float(), real_target) + bce(adv_fake.float(), zeros) + loss_cls
-        opts["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        opts["discriminator"].step()
-        with autocast:
-            adv, cls = d(fake, y)
-        loss_g = bce(adv.float(), torch.ones(b, device=x.device)) + ce(cls.float(), y)
-        opts["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        opts["generator"].step()
-        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "loss_cls": float(loss_cls.detach())}
-
-    def generate(self, net, noise, y, seeds):  # type: ignore[override]
-        return net(noise, y)
