@@ -320,33 +320,43 @@ def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any) -> di
 
 
 def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     from pipeline.evaluate import ProbeRecipe, RealSplit, evaluate_quality
     from pipeline.publish.storage import join
-    from pipeline.sample.generate import generate_u8, load_generator, pick_device
-    from pipeline.sample.plan import image_seeds, spread_labels
+    from pipeline.sample.generate import pick_device
 
     torch.set_num_threads(max(1, int(ray_cpus())))
     spec = JobSpec.model_validate(spec_json)
     data = eval_data(spec)
     device = pick_device(use_gpu)
-    fam, _ = load_generator(ckpt_url, spec, device)
-    n = spec.gate.eval_images
-    labels = spread_labels({k: n // data.num_classes + (k < n % data.num_classes) for k in range(data.num_classes)})
-    seeds = image_seeds(spec.train.seed + 7919, 0, n)  # not the published seeds: a held-out draw
-    synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+    synth, labels = eval_samples(spec, ckpt_url, data.num_classes, device)
     all_y = None if data.all_train_y is None else data.all_train_y.numpy()
     real = RealSplit.checked(data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(),
                              data.num_classes, data.all_train_u8(), all_y)
     g = spec.gate
     return evaluate_quality(
-        real, synth, np.asarray(labels), cache_url=join(spec.storage, "_cache", "features"),
+        real, synth, labels, cache_url=join(spec.storage, "_cache", "features"),
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
         device=str(device), recipe=ProbeRecipe(kind=g.probe), seeds=g.seeds,
         distill_fraction=g.distill_fraction, synthetic_ratio=g.synthetic_ratio,
     )
+
+
+def eval_samples(spec: JobSpec, ckpt_url: str, num_classes: int, device: Any) -> tuple[Any, Any]:
+    """The gate's ``gate.eval_images`` samples (uint8 NHWC, labels spread evenly over the classes),
+    from seeds apart from the published ones: a held-out draw, the same for every evaluation."""
+    import numpy as np
+
+    from pipeline.sample.generate import generate_u8, load_generator
+    from pipeline.sample.plan import image_seeds, spread_labels
+
+    fam, _ = load_generator(ckpt_url, spec, device)
+    n = spec.gate.eval_images
+    labels = spread_labels({k: n // num_classes + (k < n % num_classes) for k in range(num_classes)})
+    seeds = image_seeds(spec.train.seed + 7919, 0, n)
+    synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+    return synth, np.asarray(labels)
 
 
 #: real training images held in memory for evaluation of a streamed dataset (memorization, uplift)
