@@ -119,6 +119,7 @@ def main() -> None:
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--merge", action="store_true", help="update the families run in an existing --out file")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genpipe-quality-"))
     out_path = Path(args.out)
@@ -126,6 +127,10 @@ def main() -> None:
         "machine": f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, no GPU",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": __doc__.strip().splitlines()[0], "models": {}, "train_fraction": {}, "mix": None}
+    if args.merge and out_path.exists():
+        old = json.loads(out_path.read_text())
+        res.update({k: old.get(k, res[k]) for k in ("models", "train_fraction", "mix")})
+        res["runs"] = old.get("runs", [old.get("date")]) + [res["date"]]
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -306,6 +306,14 @@ def ensure_feasible(spec: JobSpec, snap: ClusterSnapshot | None = None, *, drive
 # ---------------------------------------------------------------------------- reading a cluster
 
 
+def eval_cpus(spec: JobSpec, snap: ClusterSnapshot, cap: float = 4.0) -> float:
+    """CPUs for the quality evaluation, which runs after training: as many as the training workers
+    held (free again by then), at most ``cap`` and at most the largest alive node's, never < 1."""
+    largest = max((float(n["resources"].get("CPU", 0)) for n in snap.nodes), default=1.0)
+    want = spec.train.num_workers * spec.train.cpus_per_worker
+    return max(1.0, min(cap, want, largest))
+
+
 def cluster_snapshot() -> ClusterSnapshot:
     """Resources, alive nodes and autoscaler node types of the connected Ray cluster
     (``ray.init`` already done)."""
