@@ -111,6 +111,53 @@ def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dic
     return row, spec, ckpt
 
 
+def table(res: dict[str, Any]) -> str:
+    """The README's quality table, made from the results file (``--table``)."""
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v * 100:+.1f}"
+
+    def ci(v: Any) -> str:
+        return "" if not v or None in v else f" [{v[0] * 100:+.1f}, {v[1] * 100:+.1f}]"
+
+    lines = ["| family | CAS / real (95% CI) | SVM synth / real | FID (floor) | uplift_distill, points | "
+             "uplift_same_data = full, points | memorization | train s | run s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for fam, r in res["models"].items():
+        if r.get("cas_ratio") is None:
+            lines.append(f"| {fam} | {r['status']} |||||||")
+            continue
+        rc = r.get("cas_ratio_ci95") or [None, None]
+        cas = f"{r['cas']:.3f} / {r['real_acc']:.3f} = **{r['cas_ratio']:.3f}**" + (
+            f" [{rc[0]:.3f}, {rc[1]:.3f}]" if None not in rc else "")
+        svm = f"{r['svm_synthetic_acc']:.3f} / {r['svm_real_acc']:.3f} = {r['svm_ratio']:.3f}" \
+            if r.get("svm_ratio") else "-"
+        lines.append(f"| {fam} | {cas} | {svm} | {r['fid']:.3f} ({r['fid_real_floor']:.3f}) | "
+                     f"{pct(r['uplift_distill'])}{ci(r['uplift_distill_ci95'])} | "
+                     f"{pct(r['uplift_full'])}{ci(r['uplift_full_ci95'])} | {r['memorization']:.3f} | "
+                     f"{r.get('train_seconds', '-')} | {r['wall_seconds']} |")
+    if res.get("train_fraction"):
+        lines += ["", "| generator and classifier both on | family | real only | + synthetic | "
+                  "uplift_same_data, points (95% CI) | memorization vs the subset |", "|---|---|---|---|---|---|"]
+        for frac, rows in res["train_fraction"].items():
+            for fam, r in rows.items():
+                if r.get("uplift_same_data") is None:
+                    lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} ||||")
+                    continue
+                lines.append(f"| {float(frac):.0%} ({r['generator_train_images']} images) | {fam} | "
+                             f"{r['uplift_same_data_base_acc']:.3f} | {r['uplift_same_data_aug_acc']:.3f} | "
+                             f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | "
+                             f"{r['memorization']:.3f} |")
+    if res.get("mix"):
+        lines += ["", f"Synthetic share sweep ({res['mix']['family']}): synthetic images per real image in "
+                  "the classifier's training set", "", "| synthetic_ratio | uplift_distill | uplift_full |",
+                  "|---|---|---|"]
+        for r in res["mix"]["rows"]:
+            lines.append(f"| {r['synthetic_ratio'] if r['synthetic_ratio'] is not None else 'all'} | "
+                         f"{pct(r['uplift_distill'])}{ci(r['uplift_distill_ci95'])} | "
+                         f"{pct(r['uplift_full'])}{ci(r['uplift_full_ci95'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="dcgan,vae,ddpm,gan")
@@ -120,7 +167,11 @@ def main() -> None:
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--merge", action="store_true", help="update the families run in an existing --out file")
+    ap.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return
     work = Path(tempfile.mkdtemp(prefix="genpipe-quality-"))
     out_path = Path(args.out)
     res: dict[str, Any] = {
