@@ -1,4 +1,4 @@
-"""The generator families (dcgan, vae, ddpm) behind the one ModelFamily interface.
+"""The generator families (gan, dcgan, vae, ddpm) behind the one ModelFamily interface.
 
 Fast CPU tests on tiny networks: training steps, the per-image sampling contract, exact
 checkpoint round trips, DDIM / guidance behaviour, a real learning check on real digits,
@@ -23,17 +23,20 @@ from pipeline.models import REGISTRY, build_model
 from pipeline.models.base import ModelFamily
 from pipeline.models.ddpm import beta_schedule, ddim_timesteps, resolution_levels
 from pipeline.rng import seeded_normal
-from pipeline.spec import DCGANSpec, DDPMSpec, TrainSpec, VAESpec
+from pipeline.spec import DCGANSpec, DDPMSpec, GANSpec, TrainSpec, VAESpec
 
-KINDS = ["dcgan", "vae", "ddpm"]
-LOSS_KEYS = {"dcgan": {"loss_d", "loss_g", "loss_cls"}, "vae": {"loss", "loss_recon", "loss_kl"}, "ddpm": {"loss"}}
+KINDS = ["gan", "dcgan", "vae", "ddpm"]
+LOSS_KEYS = {"gan": {"loss_d", "loss_g", "loss_cls"}, "dcgan": {"loss_d", "loss_g", "loss_cls"},
+             "vae": {"loss", "loss_recon", "loss_kl"}, "ddpm": {"loss"}}
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 NUM_CLASSES = 10
 
 
-def small_spec(kind: str, **kw: object) -> DCGANSpec | VAESpec | DDPMSpec:
+def small_spec(kind: str, **kw: object) -> GANSpec | DCGANSpec | VAESpec | DDPMSpec:
     """Tiny networks; ema_decay=0 so the EMA net equals the trained net unless a test says otherwise."""
     common: dict[str, object] = {"latent_dim": 8, "base_channels": 8, "ema_decay": 0.0}
+    if kind == "gan":
+        return GANSpec(kind="gan", **{**common, "hidden": 8, **kw})
     if kind == "dcgan":
         return DCGANSpec(**{**common, **kw})
     if kind == "vae":
@@ -187,6 +190,42 @@ def test_state_dict_round_trips_exactly(kind: str) -> None:
     assert any(not torch.equal(ema_p[k], net_p[k]) for k in ema_p), "the EMA was not exercised"
     assert other.ema_updates == fam.ema_updates == 2
     assert torch.equal(sample(fam, [1, 2], [3, 4]), sample(other, [1, 2], [3, 4]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_continues_exactly(kind: str) -> None:
+    """Models, EMA and optimizers restored from a checkpoint continue exactly as an uninterrupted
+    run (the training loop's resume: the same global RNG state on both sides)."""
+    x, y = random_batch((1, 8, 8), n=8)
+
+    def steps(fam: ModelFamily, opts: dict[str, torch.optim.Optimizer], n: int) -> None:
+        for _ in range(n):
+            fam.train_step(fam.nets, opts, x, y, contextlib.nullcontext())
+            fam.update_ema()
+
+    def checkpoint(fam: ModelFamily, opts: dict[str, torch.optim.Optimizer]) -> dict[str, object]:
+        buf = io.BytesIO()
+        torch.save({"model": fam.state_dict(), "opts": {k: o.state_dict() for k, o in opts.items()}}, buf)
+        return torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+    whole = make(kind, ema_decay=0.5)
+    opts = whole.make_optimizers(whole.nets, TrainSpec(lr=1e-3))
+    steps(whole, opts, 2)
+    state = checkpoint(whole, opts)
+    torch.manual_seed(7)
+    steps(whole, opts, 3)
+
+    resumed = make(kind, seed=1, ema_decay=0.5)
+    ropts = resumed.make_optimizers(resumed.nets, TrainSpec(lr=1e-3))
+    resumed.load_state_dict(state["model"])
+    for k, o in ropts.items():
+        o.load_state_dict(state["opts"][k])
+    torch.manual_seed(7)
+    steps(resumed, ropts, 3)
+    a, b = all_tensors(whole), all_tensors(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert resumed.ema_updates == whole.ema_updates == 5
+    assert torch.equal(sample(whole, [1, 2, 3], [0, 5, 9]), sample(resumed, [1, 2, 3], [0, 5, 9]))
 
 
 @pytest.mark.parametrize("kind", KINDS)
