@@ -328,6 +328,42 @@ def test_one_writer_per_partition_lease_refuses_a_second_and_expires(tmp_path):
         assert lease.held and json.loads((Path(part) / LEASE_NAME).read_text())["owner"] == "next"
 
 
+def test_a_lease_left_by_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    """A SIGKILLed run, or one whose release failed (storage outage), must not block the next run
+    on the same machine for a whole ttl; a holder that may be alive still does."""
+    import subprocess
+
+    from pipeline.publish.writer_lease import (
+        PartitionBusy,
+        lease_for,
+        machine_id,
+        owner_name,
+        partition_lease,
+    )
+
+    if machine_id() is None:
+        pytest.skip("no boot id / pid namespace here: only expiry frees a lease")
+    part = partition_url(str(tmp_path), "toy", DATE)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host, _, nonce, machine = owner_name().split(":")
+    dead = lease_for(part, ttl=600, owner=f"{host}:{gone.pid}:{nonce}:{machine}")
+    assert dead.acquire()
+    with partition_lease(part, ttl=600, owner="next") as lease:  # its process exited: taken over
+        assert lease.held
+        inner = lease_for(part, ttl=600)  # a second block of this very process, while the first is live
+        assert not inner.acquire()
+    leftover = lease_for(part, ttl=600)  # this process, but no live block holds it (a failed release)
+    assert leftover.acquire()
+    with partition_lease(part, ttl=600) as lease:
+        assert lease.held
+    other_machine = lease_for(part, ttl=600, owner=f"{host}:{os.getpid()}:{nonce}:{'0' * 16}")
+    assert other_machine.acquire()
+    with pytest.raises(PartitionBusy, match=f"host {host}, pid {os.getpid()}"):  # may be alive: wait
+        with partition_lease(part, ttl=600):
+            pass
+
+
 def test_emulated_create_only_for_stores_without_it(tmp_path):
     """gs://, az:// ... (no native create-only in fsspec): exists-check, temp key, move, no leftovers."""
     from pipeline.publish.atomic import _emulated_create_only

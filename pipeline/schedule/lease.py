@@ -182,9 +182,12 @@ class Lease:
     """
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, owner: str, ttl_seconds: float,
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, holder_gone: Callable[[dict[str, Any]], bool] | None = None):
         self.fs, self.path, self.owner, self.ttl = fs, path, owner, float(ttl_seconds)
         self.clock = clock or (lambda: datetime.now(UTC))
+        #: optional proof that a record's holder is dead (e.g. its process is gone on this very
+        #: machine): such a lease counts as expired and is taken over the same way
+        self.holder_gone = holder_gone
         self.margin = min(60.0, self.ttl / 10)
         self.token: str | None = None
         self.held_by: str | None = None
@@ -237,7 +240,7 @@ class Lease:
                 self.token, self.held_by = token, None
                 return True
             return None  # someone created it meanwhile: look again
-        if now < _ts(rec["expires_at"]):
+        if now < _ts(rec["expires_at"]) and not (self.holder_gone and self.holder_gone(rec)):
             self.held_by = rec["owner"]
             return False
         stale, k = rec["token"], 0  # expired: claim the right to replace this generation
