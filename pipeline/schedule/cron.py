@@ -12,33 +12,33 @@ from croniter import CroniterError, croniter
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
-_NAMES = {3: {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-          4: {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}}
 _DOW = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+# one item of the portable (Vixie cron) syntax: '*', a number or name, a range, each with an
+# optional step; croniter parses it, this only refuses extensions (L, W, #, ?, H) that systemd
+# and Kubernetes don't share, and a step on a single value ('5/15'), which implementations disagree on
+_NAMES = {3: "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec", 4: "sun|mon|tue|wed|thu|fri|sat"}
 
 
-def _field_values(text: str, idx: int) -> set[int]:
-    """Values one cron field matches, in the portable Vixie-cron syntax (no L, W, #, ?, H)."""
-    name, lo, hi = _FIELDS[idx]
-    out: set[int] = set()
-    for item in text.lower().split(","):
-        m = re.fullmatch(r"(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?", item)
-        if not m or (m.group(2) and m.group(1) != "*" and "-" not in m.group(1)):
-            raise ValueError(f"{name} field {text!r}: {item!r} is not portable cron syntax "
-                             "(use numbers, names, '*', ranges a-b, lists and '*/n' or 'a-b/n' steps)")
-        step = int(m.group(2) or 1)
-        if m.group(1) == "*":
-            a, b = lo, (6 if idx == 4 else hi)
+def _item_re(idx: int) -> re.Pattern[str]:
+    tok = rf"(?:\d+|{_NAMES[idx]})" if idx in _NAMES else r"\d+"
+    return re.compile(rf"(?:\*|{tok}-{tok})(?:/\d+)?|{tok}")
+
+
+_ITEMS = [_item_re(i) for i in range(5)]
+
+
+def field_values(cron: str) -> list[set[int]]:
+    """The values each of the 5 fields matches (day-of-week 0-6, Sunday 0), from croniter's
+    ``expanded`` fields. ``cron`` must have passed :func:`check_cron`."""
+    expanded = croniter(cron).expanded
+    out = []
+    for i, (_, lo, hi) in enumerate(_FIELDS):
+        vals = expanded[i]
+        if vals == ["*"]:
+            out.append(set(range(lo, (6 if i == 4 else hi) + 1)))
         else:
-            try:
-                nums = [int(p) if p.isdigit() else _NAMES.get(idx, {})[p] for p in m.group(1).split("-")]
-            except KeyError:
-                raise ValueError(f"{name} field {text!r}: unknown name in {item!r}") from None
-            a, b = nums[0], nums[-1]
-        if not (lo <= a <= b <= hi) or step < 1:
-            raise ValueError(f"{name} field {text!r}: {item!r} is outside {lo}-{hi} or empty")
-        out.update(range(a, b + 1, step))
-    return (out - {7}) | {0} if idx == 4 and 7 in out else out
+            out.append({0 if (i == 4 and int(v) == 7) else int(v) for v in vals})
+    return out
 
 
 def check_cron(expr: str) -> str:
@@ -55,11 +55,11 @@ def check_cron(expr: str) -> str:
     if len(fields) != 5:
         raise ValueError(f"schedule.cron: {expr!r} has {len(fields)} fields; expected 5 (minute hour "
                          f"day-of-month month day-of-week) or one of {', '.join(MACROS)}")
-    try:
-        for i, f in enumerate(fields):
-            _field_values(f, i)
-    except ValueError as exc:
-        raise ValueError(f"schedule.cron: {expr!r}: {exc}") from None
+    for (name, _, _), f, item_re in zip(_FIELDS, fields, _ITEMS, strict=True):
+        bad = [item for item in f.lower().split(",") if not item_re.fullmatch(item)]
+        if bad:
+            raise ValueError(f"schedule.cron: {expr!r}: {name} field {f!r}: {bad[0]!r} is not portable cron "
+                             "syntax (use numbers, names, '*', ranges a-b, lists and '*/n' or 'a-b/n' steps)")
     dom, dow = fields[2], fields[4]
     if dom != "*" and dow != "*" and (dom.startswith("*") or dow.startswith("*")):
         raise ValueError(f"schedule.cron: {expr!r} restricts both day fields with a '*' step; cron "
@@ -70,7 +70,8 @@ def check_cron(expr: str) -> str:
             raise CroniterError(out)
         croniter(out, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterError:
-        raise ValueError(f"schedule.cron: {expr!r} is not a valid cron expression or never fires") from None
+        raise ValueError(f"schedule.cron: {expr!r} is not a valid cron expression (a value out of range, "
+                         "an unknown name) or it never fires") from None
     return out
 
 

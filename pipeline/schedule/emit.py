@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from pipeline.schedule.cron import _DOW, _field_values, check_cron, check_timezone
+from pipeline.schedule.cron import _DOW, check_cron, check_timezone, field_values
 
 if TYPE_CHECKING:
     from pipeline.spec import JobSpec
@@ -25,8 +25,9 @@ def _dst_gaps(cron: str, tz: str, days: int = 800) -> dict[dtime, datetime]:
     Maps the wall time just after each gap (where cron and croniter run the skipped job) to an
     example skipped fire time. Conservative: day fields are ignored.
     """
-    z, f = ZoneInfo(tz), cron.split()
-    mins, hours, out = sorted(_field_values(f[0], 0)), sorted(_field_values(f[1], 1)), {}
+    z = ZoneInfo(tz)
+    values = field_values(cron)
+    mins, hours, out = sorted(values[0]), sorted(values[1]), {}
 
     def exists(w: datetime) -> bool:
         return w.replace(tzinfo=z).astimezone(UTC).astimezone(z).replace(tzinfo=None) == w
@@ -55,7 +56,7 @@ def _on_calendar(cron: str, tz: str) -> tuple[list[str], list[str]] | None:
     """
     try:
         fields = cron.split()
-        mins, hours, doms, months, dows = (_field_values(f, i) for i, f in enumerate(fields))
+        mins, hours, doms, months, dows = field_values(cron)
         gaps = _dst_gaps(cron, tz)
     except (ValueError, KeyError):
         return None
