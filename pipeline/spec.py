@@ -130,7 +130,9 @@ class DDPMSpec(_ModelBase):
     schedule: Literal["linear", "cosine"] = "cosine"
     cond_drop_prob: float = Field(0.1, ge=0, lt=1, description="label dropout for classifier-free guidance")
     guidance_scale: float = Field(2.0, ge=0, le=20)
-    sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps at sampling time")
+    sample_steps: int = Field(50, ge=1, le=1000, description="solver steps at sampling time (one net call each)")
+    sampler: Literal["ddim", "dpm++2m"] = Field(
+        "ddim", description="ddim (Song et al. 2021) or dpm++2m (DPM-Solver++ 2M, Lu et al. 2022): fewer steps")
 
     @model_validator(mode="after")
     def _steps(self) -> DDPMSpec:
