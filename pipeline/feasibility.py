@@ -39,10 +39,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.plan import SAMPLE_ACTOR_CPU, SAMPLE_ACTOR_GPU, eval_resources, sample_uses_gpu, train_resources
 from pipeline.spec import JobSpec
 
-SAMPLE_ACTOR_GPU = {"CPU": 1.0, "GPU": 1.0}
-SAMPLE_ACTOR_CPU = {"CPU": 1.0}
 NODE_LOCAL_SCHEMES = ("file", "local", "memory")
 _EPS = 1e-9
 
@@ -135,16 +134,7 @@ def is_node_local(url: str | None) -> bool:
 
 
 def train_bundle(spec: JobSpec) -> dict[str, float]:
-    t = spec.train
-    b = {k: float(v) for k, v in t.resources_per_worker.items()}
-    b["CPU"] = float(t.cpus_per_worker)
-    if t.use_gpu:
-        b["GPU"] = 1.0
-    return {k: v for k, v in b.items() if v > 0}
-
-
-def sample_uses_gpu(spec: JobSpec) -> bool:
-    return spec.train.use_gpu if spec.sample.use_gpu is None else spec.sample.use_gpu
+    return train_resources(spec).bundle
 
 
 # ---------------------------------------------------------------------------- the check
@@ -290,10 +280,24 @@ def local_path_problems(spec: JobSpec, n_nodes: float) -> list[str]:
     return out
 
 
+def streaming_problems(spec: JobSpec, snap: ClusterSnapshot) -> list[str]:
+    """A static cluster must keep a CPU free of the training workers for Ray Data's read tasks."""
+    if not spec.dataset.streaming or snap.autoscaling:
+        return []
+    total = float(snap.resources.get("CPU", 0))
+    used = spec.train.num_workers * spec.train.cpus_per_worker
+    if used < total:
+        return []
+    return [f"dataset.streaming reads through Ray Data tasks, which need a CPU beyond the {used:g} the training "
+            f"workers take (the cluster has {total:g}): lower train.num_workers or train.cpus_per_worker"]
+
+
 def check_snapshot(spec: JobSpec, snap: ClusterSnapshot, *, driver_cpus: float = 0.0) -> list[str]:
+    """Every reason the cluster in ``snap`` can never run ``spec`` (the check `run`, `plan` and
+    `submit` all apply)."""
     return check_feasible(
         spec, snap.resources, snap.nodes, node_types=snap.node_types, driver_cpus=driver_cpus
-    )
+    ) + streaming_problems(spec, snap)
 
 
 def ensure_feasible(spec: JobSpec, snap: ClusterSnapshot | None = None, *, driver_cpus: float = 0.0) -> None:
@@ -307,11 +311,9 @@ def ensure_feasible(spec: JobSpec, snap: ClusterSnapshot | None = None, *, drive
 
 
 def eval_cpus(spec: JobSpec, snap: ClusterSnapshot, cap: float = 4.0) -> float:
-    """CPUs for the quality evaluation, which runs after training: as many as the training workers
-    held (free again by then), at most ``cap`` and at most the largest alive node's, never < 1."""
+    """CPUs of the evaluation task on this cluster (see :func:`pipeline.plan.eval_resources`)."""
     largest = max((float(n["resources"].get("CPU", 0)) for n in snap.nodes), default=1.0)
-    want = spec.train.num_workers * spec.train.cpus_per_worker
-    return max(1.0, min(cap, want, largest))
+    return eval_resources(spec, largest, cap).bundle["CPU"]
 
 
 def cluster_snapshot() -> ClusterSnapshot:

@@ -140,15 +140,7 @@ def check_cluster(spec: JobSpec) -> None:
     """Fail fast, naming what is missing, instead of pending forever on an impossible request."""
     from pipeline.feasibility import check_snapshot, cluster_snapshot
 
-    snap = cluster_snapshot()
-    problems = check_snapshot(spec, snap)
-    if spec.dataset.streaming and not snap.autoscaling:  # static cluster: Ray Data needs a CPU of its own
-        total = float(snap.resources.get("CPU", 0))
-        used = spec.train.num_workers * spec.train.cpus_per_worker
-        if used >= total:
-            problems.append(f"dataset.streaming reads through Ray Data tasks, which need a CPU beyond the "
-                            f"{used:g} the training workers take (the cluster has {total:g}): lower "
-                            "train.num_workers or train.cpus_per_worker")
+    problems = check_snapshot(spec, cluster_snapshot())
     if problems:
         raise BadInput("the cluster can never run this job: " + "; ".join(problems))
 
