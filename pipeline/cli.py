@@ -399,6 +399,85 @@ def schedule_emit(spec_path: SpecArg,
     typer.echo(emit(spec, fmt, spec_path=spec_path, address=address))  # type: ignore[arg-type]
 
 
+def _this_machine() -> Any:
+    """The embedded cluster `run` would start here, without starting it: one node, this machine."""
+    import os
+
+    from pipeline.feasibility import ClusterSnapshot
+
+    res = {"CPU": float(os.cpu_count() or 1)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            res["GPU"] = float(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - no torch CUDA: a CPU machine
+        pass
+    return ClusterSnapshot(resources=res, nodes=[{"node_id": "local", "resources": res, "is_head": True}])
+
+
+@app.command()
+@cli_errors
+def plan(
+    spec_path: SpecArg,
+    date_: DateOpt = None,
+    overrides: SetOpt = None,
+    address: Annotated[str | None, typer.Option("--address", help="check against this cluster's Jobs API "
+                                                "(http://HEAD:8265); default: this machine, as `run` embeds it")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Dry run: what a run would do, changing nothing anywhere.
+
+    Prints the resolved spec and its hash, the shard plan, each stage's resources and whether the
+    cluster can ever provide them, the run and partition URLs, and what a run now would do (train
+    from scratch, resume, reuse a finished run, skip complete shards, or nothing: already published).
+
+    Example: genpipe plan jobs/digits-dcgan.yaml --json
+    """
+    import json
+
+    from pipeline.data import load_dataset
+    from pipeline.feasibility import check_snapshot
+    from pipeline.plan import DataInfo, RunPlan, predict
+
+    spec = load(spec_path, overrides)
+    day = logical_date(date_)
+    if spec.dataset.streaming:
+        raise SpecError(spec_path, ["genpipe plan: dataset.streaming needs a cluster to list the data; "
+                                    "use `genpipe run` (it plans the same way)"])
+    data = DataInfo.of(load_dataset(spec.dataset))
+    if address:
+        from pipeline.submit.client import find_auth_token, remote_snapshot, resolve_address
+
+        snap, _ = remote_snapshot(resolve_address(address), find_auth_token())
+        where = address
+    else:
+        snap, where = _this_machine(), "this machine (embedded Ray)"
+    p = RunPlan.build(spec, day, data, cluster_resources=snap.resources)
+    problems = check_snapshot(spec, snap)
+    doc = p.to_json()
+    doc.update({"cluster": {"where": where, "resources": snap.resources, "feasible": not problems,
+                            "problems": problems}, "prediction": predict(p)})
+    if json_out:
+        typer.echo(json.dumps(doc, indent=1, default=str))
+    else:
+        pr = doc["prediction"]
+        lines = [f"job {spec.name} date={day}  spec {p.spec_hash[:12]}",
+                 f"  data: {data.num_train} train / {data.num_test} test images {data.image_shape}, "
+                 f"{data.num_classes} classes",
+                 f"  train: {p.train.count} x {p.train.bundle}  ->  {p.run_url}",
+                 f"  evaluate: {p.evaluate.bundle}, {p.eval.images} images, {len(p.eval.seeds)} probe seeds",
+                 f"  sample: {p.sample.count or 'default'} x {p.sample.bundle} ({p.sample_mode}), "
+                 f"{p.shards.rows} rows in {p.shards.num_shards} shards  ->  {p.partition}",
+                 "  per label: " + ", ".join(f"{k}={v}" for k, v in p.shards.per_label.items()),
+                 f"  cluster ({where}): " + ("can run it" if not problems else "can never run it: " + "; ".join(problems)),
+                 f"  a run now would: {pr['action']}"
+                 + (f" (skipping {pr['shards_reusable']} complete shards)" if pr.get("shards_reusable") else "")]
+        typer.echo("\n".join(lines))
+    if problems:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.plan import SAMPLE_ACTOR_CPU, SAMPLE_ACTOR_GPU, eval_resources, sample_uses_gpu, train_resources
+from pipeline.plan import SAMPLE_ACTOR_CPU, SAMPLE_ACTOR_GPU, sample_uses_gpu, train_resources
 from pipeline.spec import JobSpec
 
 NODE_LOCAL_SCHEMES = ("file", "local", "memory")
@@ -308,12 +308,6 @@ def ensure_feasible(spec: JobSpec, snap: ClusterSnapshot | None = None, *, drive
 
 
 # ---------------------------------------------------------------------------- reading a cluster
-
-
-def eval_cpus(spec: JobSpec, snap: ClusterSnapshot, cap: float = 4.0) -> float:
-    """CPUs of the evaluation task on this cluster (see :func:`pipeline.plan.eval_resources`)."""
-    largest = max((float(n["resources"].get("CPU", 0)) for n in snap.nodes), default=1.0)
-    return eval_resources(spec, largest, cap).bundle["CPU"]
 
 
 def cluster_snapshot() -> ClusterSnapshot:

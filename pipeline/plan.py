@@ -73,14 +73,13 @@ def sample_resources(spec: JobSpec, num_shards: int,
                      dict(SAMPLE_ACTOR_GPU if gpu else SAMPLE_ACTOR_CPU), gpu)
 
 
-def eval_resources(spec: JobSpec, largest_node_cpus: float | None = None, cap: float = 4.0) -> Resources:
-    """The quality evaluation runs after training, on the sampler's kind of device, with as many
-    CPUs as the training workers held (free again by then), at most ``cap`` and at most the
-    largest node's (so it can never pend), never fewer than one."""
+def eval_resources(spec: JobSpec) -> Resources:
+    """The quality evaluation: one task on the sampler's kind of device, one CPU. Its probes run one
+    intra-op thread: measured on the 2-core machine, two threads made the batched probes ~10x
+    slower whenever anything else ran (OpenMP threads spinning against other processes), for at
+    most ~1.4x on an idle machine."""
     gpu = sample_uses_gpu(spec)
-    want = spec.train.num_workers * spec.train.cpus_per_worker
-    cpus = max(1.0, min(cap, want, largest_node_cpus if largest_node_cpus is not None else want))
-    return Resources(1 if spec.gate.measure else 0, {"CPU": cpus, **({"GPU": 1.0} if gpu else {})}, gpu)
+    return Resources(1 if spec.gate.measure else 0, {"CPU": 1.0, **({"GPU": 1.0} if gpu else {})}, gpu)
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,7 @@ class RunPlan:
 
     @classmethod
     def build(cls, spec: JobSpec, date: str, data: DataInfo, *,
-              cluster_resources: Mapping[str, float] | None = None,
-              largest_node_cpus: float | None = None) -> RunPlan:
+              cluster_resources: Mapping[str, float] | None = None) -> RunPlan:
         from pipeline.publish.layout import partition_url
         from pipeline.publish.storage import join
         from pipeline.sample.plan import make_plan
@@ -162,7 +160,7 @@ class RunPlan:
             spec=spec, date=date, spec_hash=spec.spec_hash(), train_hash=spec.train_hash(), data=data,
             train=train_resources(spec),
             sample=sample_resources(spec, shard_plan.num_shards, cluster_resources),
-            evaluate=eval_resources(spec, largest_node_cpus),
+            evaluate=eval_resources(spec),
             sample_mode=sample_mode(spec), train_root=root, run_name=name, run_url=join(root, name),
             partition=partition_url(spec.sample.output, spec.name, date),
             cache_url=join(spec.storage, "_cache", "features"),
@@ -181,3 +179,60 @@ class RunPlan:
         d["data"]["image_shape"] = list(self.data.image_shape)
         d["shards"]["per_label"] = {str(k): v for k, v in self.shards.per_label.items()}
         return d
+
+
+def predict(plan: RunPlan) -> dict[str, Any]:
+    """What ``genpipe run`` would do now, read from storage without changing anything:
+    ``partition`` (unpublished / already-published / published-by-another-spec), ``train``
+    (reuse / resume / scratch, with the checkpoint) and ``shards_reusable`` (complete shards of
+    this spec and checkpoint that a run would skip)."""
+    import json
+
+    from pipeline.publish.commit import read_manifest
+    from pipeline.publish.storage import join, url_to_fs
+
+    so = plan.spec.storage_options
+    out: dict[str, Any] = {}
+    manifest = read_manifest(plan.partition, so)
+    if manifest is None:
+        out["partition"] = "unpublished"
+    elif manifest.get("spec_hash") == plan.spec_hash:
+        out["partition"] = "already-published"
+        out["action"] = f"nothing to do: {plan.partition} holds {manifest.get('num_rows')} rows of this spec"
+        return out
+    else:
+        out["partition"] = "published-by-another-spec"
+        out["action"] = "refused unless --overwrite (a different spec published this date)"
+    fs, run_path = url_to_fs(plan.run_url, so)
+    done_path = join(run_path, "done.json")
+    digest = None
+    if fs.exists(done_path):
+        done = json.loads(fs.cat_file(done_path))
+        digest = done.get("digest")
+        out["train"] = {"action": "reuse", "checkpoint": done.get("checkpoint"), "epoch": done.get("epoch")}
+    else:
+        epochs = sorted(p.rsplit("/", 1)[-1] for p in (fs.ls(run_path, detail=False) if fs.exists(run_path) else [])
+                        if p.rsplit("/", 1)[-1].startswith("epoch-"))
+        out["train"] = ({"action": "resume", "checkpoint": join(plan.run_url, epochs[-1]),
+                         "epoch": int(epochs[-1].split("-")[1])} if epochs else {"action": "scratch"})
+    out["shards_reusable"] = _reusable_shards(plan, digest) if digest else 0
+    out.setdefault("action", {"reuse": "sample and publish with the finished run's checkpoint",
+                              "resume": "resume training from the last checkpoint, then evaluate, sample, publish",
+                              "scratch": "train from scratch, then evaluate, sample, publish"}[out["train"]["action"]])
+    return out
+
+
+def _reusable_shards(plan: RunPlan, checkpoint_digest: str) -> int:
+    from pipeline.publish.commit import list_shards, parse_shard_name, verify_shard
+    from pipeline.publish.provenance import Provenance
+
+    prov = Provenance(plan.spec_hash, checkpoint_digest)
+    n, size, total = plan.shards.num_shards, plan.shards.shard_size, plan.shards.rows
+    count = 0
+    for name in list_shards(plan.partition, plan.spec.storage_options):
+        parsed = parse_shard_name(name)
+        if parsed and parsed[1] == n:
+            rows = min(size, total - parsed[0] * size)
+            count += verify_shard(plan.partition, parsed[0], n, rows, plan.spec.storage_options,
+                                  provenance=prov) is not None
+    return count

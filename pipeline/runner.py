@@ -303,13 +303,12 @@ def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any) -> di
     """Measure sample quality in the cluster, on the sampler's kind of device."""
     import ray
 
-    use_gpu = spec.sample.use_gpu if spec.sample.use_gpu is not None else spec.train.use_gpu
-    from pipeline.feasibility import cluster_snapshot, eval_cpus
+    from pipeline.plan import eval_resources
 
-    cpus = eval_cpus(spec, cluster_snapshot())  # the training workers' CPUs are free again
-    task = ray.remote(_evaluate_task).options(num_cpus=cpus, num_gpus=1 if use_gpu else 0)
+    res = eval_resources(spec)
+    task = ray.remote(_evaluate_task).options(num_cpus=res.bundle["CPU"], num_gpus=res.bundle.get("GPU", 0))
     rep.message(f"evaluating {spec.gate.eval_images} samples against the real test split ...")
-    metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, use_gpu))
+    metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, res.uses_gpu))
     rep.message("quality: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
 

@@ -286,18 +286,3 @@ def test_autoscaler_config_in_the_gcs_counts(two_nodes):
         internal_kv._internal_kv_del(key, namespace=ns)
     assert cluster_snapshot().node_types == []
 
-
-def test_eval_cpus_reuse_the_training_cpus_within_the_largest_node() -> None:
-    from pipeline.feasibility import ClusterSnapshot, eval_cpus
-    from pipeline.spec import parse_spec
-
-    spec = parse_spec({"name": "t", "train": {"num_workers": 2, "cpus_per_worker": 1}})
-    one_node = ClusterSnapshot({"CPU": 2}, [{"node_id": "a", "resources": {"CPU": 2.0}, "is_head": True}])
-    assert eval_cpus(spec, one_node) == 2
-    small_nodes = ClusterSnapshot({"CPU": 2}, [{"node_id": n, "resources": {"CPU": 1.0}, "is_head": False}
-                                               for n in "ab"])
-    assert eval_cpus(spec, small_nodes) == 1  # never more than one node has: it would pend forever
-    big = parse_spec({"name": "t", "train": {"num_workers": 8, "cpus_per_worker": 4}})
-    assert eval_cpus(big, ClusterSnapshot({"CPU": 64}, [{"node_id": "a", "resources": {"CPU": 64.0}}])) == 4
-    cpu_less_head = ClusterSnapshot({"GPU": 1}, [{"node_id": "a", "resources": {"GPU": 1.0}}])
-    assert eval_cpus(spec, cpu_less_head) == 1

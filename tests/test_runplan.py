@@ -21,11 +21,11 @@ def _spec(tmp_path, **over):
 def test_plan_resolves_every_stage_once(tmp_path) -> None:
     spec = _spec(tmp_path, train={"num_workers": 3, "cpus_per_worker": 2})
     data = DataInfo.of(load_dataset(spec.dataset))
-    plan = RunPlan.build(spec, "2026-03-04", data, cluster_resources={"CPU": 8}, largest_node_cpus=8)
+    plan = RunPlan.build(spec, "2026-03-04", data, cluster_resources={"CPU": 8})
     assert data.image_shape == (1, 8, 8) and data.num_classes == 10 and data.num_train == 1438
     assert plan.train.count == 3 and plan.train.bundle == {"CPU": 2.0} and not plan.train.uses_gpu
     assert plan.sample.count == 2 and plan.sample.bundle == {"CPU": 1.0} and plan.sample_mode == "fused"
-    assert plan.evaluate.bundle == {"CPU": 4.0}  # the training CPUs, capped at 4
+    assert plan.evaluate.bundle == {"CPU": 1.0} and plan.evaluate.count == 1
     assert plan.shards.num_shards == 4 and plan.shards.rows == 1000
     assert sum(plan.shards.per_label.values()) == 1000 and set(plan.shards.per_label) == set(range(10))
     assert plan.run_url.startswith(plan.train_root) and plan.run_name.startswith("2026-03-04-")
