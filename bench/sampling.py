@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.models import build_model  # noqa: E402
 from pipeline.sample.generate import generate_u8, load_generator  # noqa: E402
-from pipeline.spec import JobSpec, parse_spec  # noqa: E402
+from pipeline.spec import JobSpec, load_spec, parse_spec  # noqa: E402
 from pipeline.train.checkpoint import save_checkpoint_dir  # noqa: E402
 
 RECORDS: list[dict] = []
@@ -277,34 +277,48 @@ def training_set(spec: JobSpec, ckpt: str, device: str, n: int, where: Path) -> 
     return str(path)
 
 
-def train_overhead(out: Path, data_path: str, use_gpu: bool, epochs: int) -> None:
-    """Training images/s inside Ray Train (1 worker) vs the same steps in a plain PyTorch loop."""
+def overhead_spec(out: Path, data_path: str, use_gpu: bool, epochs: int) -> JobSpec:
+    """One worker, large batches, few long epochs: the job whose epochs take a while."""
+    batch = 1024 if use_gpu else 256
+    return parse_spec({"name": "bench-train", "dataset": {"source": "parquet", "path": data_path},
+                       "model": {"kind": "dcgan", "latent_dim": 100, "base_channels": 64},
+                       "train": {"epochs": epochs, "batch_size": batch, "num_workers": 1, "use_gpu": use_gpu,
+                                 "checkpoint_every": epochs, "cpus_per_worker": os.cpu_count() or 1},
+                       "gate": {"measure": False}, "storage": str(out / "train-runs")})
+
+
+def train_overhead(spec: JobSpec, label: str) -> None:
+    """Ray Train as the user feels it: the whole ``train()`` call (worker start-up, per-checkpoint
+    reports, checkpoint writes) against a plain single-process PyTorch loop doing the same optimizer
+    steps on the same global batch (workers x batch) with all the workers' CPU threads."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from pipeline.data import load_dataset
     from pipeline.train import train
 
-    batch = 1024 if use_gpu else 256
-    spec = parse_spec({"name": "bench-train", "dataset": {"source": "parquet", "path": data_path},
-                       "model": {"kind": "dcgan", "latent_dim": 100, "base_channels": 64},
-                       "train": {"epochs": epochs, "batch_size": batch, "num_workers": 1, "use_gpu": use_gpu,
-                                 "checkpoint_every": epochs, "cpus_per_worker": os.cpu_count() or 1},
-                       "gate": {"measure": False}, "storage": str(out / "train-runs")})
     t = time.perf_counter()
     res = train(spec, "2026-01-01", {"bench": True})
     ray_wall = time.perf_counter() - t
     ray_rate = float(np.median([h["images_per_s"] for h in res.history[1:]] or [res.history[0]["images_per_s"]]))
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.train.num_workers * spec.train.cpus_per_worker)))
     t_plain = time.perf_counter()
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if spec.train.use_gpu and torch.cuda.is_available() else "cpu")
     data = load_dataset(spec.dataset)
     fam = build_model(spec.model, data.image_shape, data.num_classes).to(device)
     opts = fam.make_optimizers(fam.nets, spec.train)
-    loader = DataLoader(TensorDataset(data.train_x, data.train_y), batch_size=batch, shuffle=True, drop_last=True)
+    world = spec.train.num_workers
+    per_worker = min(spec.train.batch_size, max(1, len(data.train_x) // world))
+    steps_per_epoch = (len(data.train_x) // world) // per_worker  # what each DDP worker does per epoch
+    loader = DataLoader(TensorDataset(data.train_x, data.train_y), batch_size=per_worker * world, shuffle=True,
+                        drop_last=True)
     rates = []
-    for _ in range(epochs):
+    for _ in range(spec.train.epochs):
         t, seen = time.perf_counter(), 0
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
+            if i == steps_per_epoch:
+                break
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
                 "cpu", enabled=False)
             fam.train_step(fam.nets, opts, x.to(device), y.to(device), ctx)
@@ -314,12 +328,13 @@ def train_overhead(out: Path, data_path: str, use_gpu: bool, epochs: int) -> Non
             torch.cuda.synchronize()
         rates.append(seen / (time.perf_counter() - t))
     plain_wall = time.perf_counter() - t_plain
+    torch.set_num_threads(threads)
     plain = float(np.median(rates[1:] or rates))
-    # steady state: median epoch rate after the first (warm-up) epoch; wall: the whole call, Ray
-    # Train's worker start-up, data loading and checkpointing included
-    emit(probe="train_overhead", ray_train_img_per_s=round(ray_rate), plain_img_per_s=round(plain),
+    # steady state: median epoch rate after the first (warm-up) epoch; wall: the whole call
+    emit(probe="train_overhead", job=label, ray_train_img_per_s=round(ray_rate), plain_img_per_s=round(plain),
          overhead=round(1 - ray_rate / plain, 3), ray_train_wall_s=round(ray_wall, 1),
-         plain_wall_s=round(plain_wall, 1), epochs=epochs, batch=batch, train_images=len(data.train_x))
+         plain_wall_s=round(plain_wall, 1), wall_ratio=round(ray_wall / plain_wall, 2),
+         epochs=spec.train.epochs, workers=world, batch_per_worker=per_worker, train_images=len(data.train_x))
 
 
 def main() -> None:
@@ -383,8 +398,13 @@ def main() -> None:
 
     ddim_rates(device, args.quick)
     train_n = 131_072 if cuda else (1_024 if args.quick else 2_048)
-    train_overhead(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
-                   epochs=2 if args.quick else (6 if cuda else 4))
+    train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
+                                 epochs=2 if args.quick else (6 if cuda else 4)), "long epochs")
+    demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
+                                                      "gate": {"measure": False}, "train": {"use_gpu": cuda}})
+    if args.quick:
+        demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 20, "checkpoint_every": 10})})
+    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
 
     emit(probe="summary",
          pipeline_vs_naive=round(rate / naive_rate, 2),
