@@ -166,13 +166,14 @@ def main() -> None:
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--work", default=None, help="working folder (a rerun with the same one reuses finished runs)")
     ap.add_argument("--merge", action="store_true", help="update the families run in an existing --out file")
     ap.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = ap.parse_args()
     if args.table:
         print(table(json.loads(Path(args.out).read_text())))
         return
-    work = Path(tempfile.mkdtemp(prefix="genpipe-quality-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="genpipe-quality-"))
     out_path = Path(args.out)
     res: dict[str, Any] = {
         "machine": f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, no GPU",
