@@ -17,8 +17,10 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,9 +31,12 @@ NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 def _known_protocols(url: str) -> str:
     """A plain path, or a URL whose protocol(s) fsspec knows (whether or not its package is
-    installed here: the cluster may have gcsfs where the laptop has not)."""
+    installed here: the cluster may have gcsfs where the laptop has not). Never empty: an empty
+    path would mean the current directory."""
     from fsspec.registry import known_implementations, registry
 
+    if not url.strip():
+        raise ValueError("must not be empty (an empty path is the current directory): give a path or URL")
     for part in url.split("::"):
         if "://" in part:
             proto = part.split("://", 1)[0].lower()
@@ -41,6 +46,19 @@ def _known_protocols(url: str) -> str:
 
 
 Url = Annotated[str, AfterValidator(_known_protocols)]
+
+
+def _not_a_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
+    return v
+
+
+#: integers are strict: ``true`` is not 1 and ``"3"`` or ``3.0`` is not 3 (YAML writes ints as ints)
+Int = Annotated[int, Strict()]
+#: floats accept ints and YAML's ``1e-3`` (a string to YAML 1.1), never booleans; inf/nan are
+#: refused by the models' ``allow_inf_nan=False``
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 class SpecError(ValueError):
@@ -53,7 +71,7 @@ class SpecError(ValueError):
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AugmentSpec(_Part):
@@ -64,19 +82,19 @@ class AugmentSpec(_Part):
     images directly, so augmenting those would teach them the augmented distribution: refused."""
 
     enabled: bool = False
-    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
-    max_shift: float = Field(0.1, ge=0, le=0.5, description="fraction of the image side")
+    max_rotation: Float = Field(10.0, ge=0, le=45, description="degrees")
+    max_shift: Float = Field(0.1, ge=0, le=0.5, description="fraction of the image side")
 
 
 class DatasetSpec(_Part):
     source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "parquet"] = "digits"
     path: Url | None = Field(None, description="root folder / URL for sources that read files")
     download: bool = False
-    image_size: int | None = Field(None, ge=8, le=256, description="resize to this square size")
+    image_size: Int | None = Field(None, ge=8, le=256, description="resize to this square size")
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = Field(0, ge=0)
-    train_fraction: float = Field(
+    test_fraction: Float = Field(0.2, gt=0, lt=1)
+    split_seed: Int = Field(0, ge=0)
+    train_fraction: Float = Field(
         1.0, gt=0, le=1, description="train the generator on this stratified, seeded (split_seed) fraction of the "
         "train split: the low-data question (evaluation reports uplift_same_data against exactly these images)")
     image_column: str = "image"
@@ -99,38 +117,38 @@ class DatasetSpec(_Part):
 
 
 class _ModelBase(_Part):
-    latent_dim: int = Field(64, ge=2, le=1024)
-    base_channels: int = Field(64, ge=8, le=1024)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    latent_dim: Int = Field(64, ge=2, le=1024)
+    base_channels: Int = Field(64, ge=8, le=1024)
+    ema_decay: Float = Field(0.999, ge=0, lt=1)
 
 
 class DCGANSpec(_ModelBase):
     kind: Literal["dcgan"] = "dcgan"
-    label_smoothing: float = Field(0.1, ge=0, lt=0.5)
+    label_smoothing: Float = Field(0.1, ge=0, lt=0.5)
 
 
 class GANSpec(_ModelBase):
     """The fully connected conditional GAN; ``base_channels`` is unused (``hidden`` sets widths)."""
 
     kind: Literal["gan"]
-    hidden: int = Field(128, ge=8, le=4096, description="generator hidden -> 2*hidden, discriminator 2*hidden -> hidden")
+    hidden: Int = Field(128, ge=8, le=4096, description="generator hidden -> 2*hidden, discriminator 2*hidden -> hidden")
     batch_norm: bool = Field(True, description="BatchNorm1d in the generator's hidden layers")
-    dropout: float = Field(0.3, ge=0, lt=1, description="discriminator dropout")
-    label_smoothing: float = Field(0.1, ge=0, lt=0.5)
+    dropout: Float = Field(0.3, ge=0, lt=1, description="discriminator dropout")
+    label_smoothing: Float = Field(0.1, ge=0, lt=0.5)
 
 
 class VAESpec(_ModelBase):
     kind: Literal["vae"]
-    beta: float = Field(1.0, gt=0)
+    beta: Float = Field(1.0, gt=0)
 
 
 class DDPMSpec(_ModelBase):
     kind: Literal["ddpm"]
-    timesteps: int = Field(400, ge=10, le=4000)
+    timesteps: Int = Field(400, ge=10, le=4000)
     schedule: Literal["linear", "cosine"] = "cosine"
-    cond_drop_prob: float = Field(0.1, ge=0, lt=1, description="label dropout for classifier-free guidance")
-    guidance_scale: float = Field(2.0, ge=0, le=20)
-    sample_steps: int = Field(50, ge=1, le=1000, description="solver steps at sampling time (one net call each)")
+    cond_drop_prob: Float = Field(0.1, ge=0, lt=1, description="label dropout for classifier-free guidance")
+    guidance_scale: Float = Field(2.0, ge=0, le=20)
+    sample_steps: Int = Field(50, ge=1, le=1000, description="solver steps at sampling time (one net call each)")
     sampler: Literal["ddim", "dpm++2m"] = Field(
         "ddim", description="ddim (Song et al. 2021) or dpm++2m (DPM-Solver++ 2M, Lu et al. 2022): fewer steps")
 
@@ -144,18 +162,21 @@ class DDPMSpec(_ModelBase):
 ModelSpec = Annotated[DCGANSpec | GANSpec | VAESpec | DDPMSpec, Field(discriminator="kind")]
 
 
+MAX_EPOCHS = 100_000
+
+
 class TrainSpec(_Part):
-    epochs: int = Field(20, ge=1, le=100_000)
-    batch_size: int = Field(64, ge=1, le=65_536, description="per worker")
-    lr: float = Field(2e-4, gt=0, le=1)
-    betas: tuple[float, float] = (0.5, 0.999)
-    num_workers: int = Field(2, ge=1, le=4096)
+    epochs: Int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: Int = Field(64, ge=1, le=65_536, description="per worker")
+    lr: Float = Field(2e-4, gt=0, le=1)
+    betas: tuple[Float, Float] = (0.5, 0.999)
+    num_workers: Int = Field(2, ge=1, le=4096)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, ge=0)
-    resources_per_worker: dict[str, float] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
-    max_failures: int = Field(0, ge=-1, description="worker-group restarts (-1: unlimited)")
+    cpus_per_worker: Float = Field(1.0, ge=0)
+    resources_per_worker: dict[str, Annotated[Float, Field(ge=0)]] = Field(default_factory=dict)
+    seed: Int = Field(0, ge=0)
+    checkpoint_every: Int = Field(1, ge=1, description="epochs between checkpoints")
+    max_failures: Int = Field(0, ge=-1, description="worker-group restarts (-1: unlimited)")
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     init_from: Url | None = Field(None, description="checkpoint URL to start from (fine-tuning)")
     init_label_map: Literal["strict", "reinit"] = Field(
@@ -170,24 +191,53 @@ class TrainSpec(_Part):
         return v
 
 
+#: the most images one job and date may publish, and the most shards (files) they may span: a
+#: plan is O(shards) in memory and time (seeds and labels are computed per shard, see sample/plan.py)
+MAX_IMAGES = 10_000_000_000
+MAX_SHARDS = 100_000
+
+
 class SampleSpec(_Part):
-    num_images: int = Field(10_000, ge=1, le=10_000_000_000)
-    per_class: dict[int, int] | None = Field(
+    num_images: Int = Field(10_000, ge=1, le=MAX_IMAGES)
+    per_class: dict[int, Int] | None = Field(
         None, description="explicit image count per class label; overrides num_images"
     )
-    labels: list[int] | None = Field(None, description="restrict uniform sampling to these labels")
-    shard_size: int = Field(2_000, ge=1, le=10_000_000)
-    num_actors: int | None = Field(None, ge=1, le=4096, description="default: one per GPU, else 2")
+    labels: list[Int] | None = Field(None, description="restrict uniform sampling to these labels")
+    shard_size: Int = Field(2_000, ge=1, le=10_000_000)
+    num_actors: Int | None = Field(None, ge=1, le=4096, description="default: one per GPU, else 2")
     use_gpu: bool | None = Field(None, description="default: train.use_gpu")
-    batch_size: int = Field(1024, ge=1, le=1_048_576)
+    batch_size: Int = Field(1024, ge=1, le=1_048_576)
     format: Literal["png", "raw"] = "png"
     mode: Literal["auto", "fused", "split"] = Field(
         "auto", description="fused: actors generate+encode+write; split: actors generate, CPU tasks encode "
         "(auto: split when sampling on GPUs)"
     )
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0)
     output: Url = Field("outputs/datasets", description="fsspec URL of the dataset root")
-    grid_per_class: int = Field(10, ge=1, le=64)
+    grid_per_class: Int = Field(10, ge=1, le=64)
+
+    @field_validator("per_class", mode="before")
+    @classmethod
+    def _one_count_per_label(cls, v: Any) -> Any:
+        """Labels are ints; as mapping keys YAML may give ``0`` and ``"0"`` apart, which would
+        silently collapse into one (the last count winning): refused, as is a boolean label."""
+        if not isinstance(v, dict):
+            return v
+        seen: dict[int, Any] = {}
+        for k in v:
+            if isinstance(k, bool):
+                raise ValueError(f"label {str(k).lower()} is a boolean, not a class label")
+            try:
+                label = int(k) if isinstance(k, int) or (isinstance(k, str) and k.strip().lstrip("-").isdigit()) \
+                    else None
+            except ValueError:
+                label = None
+            if label is None:
+                continue  # pydantic names it
+            if label in seen:
+                raise ValueError(f"label {label} is given twice ({seen[label]!r} and {k!r})")
+            seen[label] = k
+        return v
 
     @field_validator("per_class")
     @classmethod
@@ -200,6 +250,8 @@ class SampleSpec(_Part):
                 raise ValueError(f"labels and counts must be >= 0, got {bad}")
             if sum(v.values()) == 0:
                 raise ValueError("per_class counts sum to 0")
+            if sum(v.values()) > MAX_IMAGES:
+                raise ValueError(f"per_class counts sum to {sum(v.values())}, more than {MAX_IMAGES} images")
         return v
 
     @field_validator("labels")
@@ -208,6 +260,16 @@ class SampleSpec(_Part):
         if v is not None and (not v or any(x < 0 for x in v) or len(set(v)) != len(v)):
             raise ValueError("labels must be a non-empty list of distinct non-negative ints")
         return v
+
+    @model_validator(mode="after")
+    def _plannable(self) -> SampleSpec:
+        shards = -(-self.total // self.shard_size)
+        if shards > MAX_SHARDS:
+            raise ValueError(
+                f"sample.shard_size: {self.total} images in shards of {self.shard_size} make {shards} shards, "
+                f"more than {MAX_SHARDS} (each is a file and a manifest entry): use sample.shard_size >= "
+                f"{-(-self.total // MAX_SHARDS)}")
+        return self
 
     @property
     def total(self) -> int:
@@ -219,30 +281,30 @@ class GateSpec(_Part):
     publishes nothing. Thresholds left out are measured and reported but don't gate."""
 
     measure: bool = Field(True, description="measure quality on every run (FID, CAS, uplift, memorization)")
-    fid_max: float | None = Field(None, gt=0)
-    cas_min: float | None = Field(None, ge=0, le=1)
-    memorization_max: float | None = Field(None, ge=0, le=1)
-    uplift_min: float | None = None
-    eval_images: int = Field(2_000, ge=100)
-    seeds: int = Field(5, ge=1, le=30, description="probe classifiers behind every CAS and uplift figure")
+    fid_max: Float | None = Field(None, gt=0)
+    cas_min: Float | None = Field(None, ge=0, le=1)
+    memorization_max: Float | None = Field(None, ge=0, le=1)
+    uplift_min: Float | None = None
+    eval_images: Int = Field(2_000, ge=100, le=1_000_000, description="held in memory for FID")
+    seeds: Int = Field(5, ge=1, le=30, description="probe classifiers behind every CAS and uplift figure")
     probe: Literal["mlp", "cnn"] = Field("mlp", description="probe classifier: mlp (fast, small images) or cnn")
-    distill_fraction: float = Field(0.1, gt=0, le=1, description="uplift_distill: share of the generator's "
+    distill_fraction: Float = Field(0.1, gt=0, le=1, description="uplift_distill: share of the generator's "
                                     "training images the classifier gets")
-    synthetic_ratio: float | None = Field(
+    synthetic_ratio: Float | None = Field(
         1.0, gt=0, description="uplift: at most this many synthetic images per real image (None: all "
         "eval_images); chosen from bench/results/quality-digits.json")
     uplift_metric: Literal["uplift_distill", "uplift_same_data", "uplift_full"] = Field(
         "uplift_same_data", description="which uplift gate.uplift_min checks")
-    retries: int = Field(0, ge=0, le=10)
-    retry_epochs_factor: float = Field(2.0, ge=1.0, description="epochs multiply by this on each retry")
+    retries: Int = Field(0, ge=0, le=10)
+    retry_epochs_factor: Float = Field(2.0, ge=1.0, le=100.0, description="epochs multiply by this on each retry")
 
 
 class ScheduleSpec(_Part):
     cron: str = Field(..., description="5-field cron expression, e.g. '0 2 * * *'")
     timezone: str = "UTC"
-    catchup_days: int = Field(3, ge=0, le=366)
-    retention: int | None = Field(None, ge=1, description="keep the last N date partitions")
-    lease_seconds: int = Field(6 * 3600, ge=60)
+    catchup_days: Int = Field(3, ge=0, le=366)
+    retention: Int | None = Field(None, ge=1, description="keep the last N date partitions")
+    lease_seconds: Int = Field(6 * 3600, ge=60)
 
     @field_validator("cron")
     @classmethod
@@ -267,6 +329,8 @@ class ScheduleSpec(_Part):
 
 #: families with a discriminator: augmentation goes to what it sees (real and fake alike)
 ADVERSARIAL_KINDS = ("dcgan", "gan")
+#: families whose nets hold BatchNorm layers (a batch of one image cannot be trained)
+BATCH_NORM_KINDS = ("dcgan", "gan")
 
 
 class JobSpec(_Part):
@@ -281,6 +345,19 @@ class JobSpec(_Part):
     storage: Url = Field("outputs/runs", description="fsspec URL for checkpoints, caches and run state")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
     shared_storage: bool = Field(False, description="a local path that every node mounts (NFS)")
+
+    @model_validator(mode="after")
+    def _trainable(self) -> JobSpec:
+        if self.model.kind in BATCH_NORM_KINDS and self.train.batch_size < 2:
+            raise ValueError(f"train.batch_size: a {self.model.kind}'s BatchNorm layers need at least 2 images "
+                             "per batch")
+        g = self.gate
+        if g.retries:
+            last = self.train.epochs * g.retry_epochs_factor ** g.retries
+            if last > MAX_EPOCHS:
+                raise ValueError(f"gate.retry_epochs_factor: {self.train.epochs} epochs x "
+                                 f"{g.retry_epochs_factor:g}^{g.retries} retries would train {last:.3g} epochs")
+        return self
 
     @model_validator(mode="after")
     def _augment_only_where_it_cannot_leak(self) -> JobSpec:
@@ -321,11 +398,38 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "<root>"
 
 
+#: problems listed one per line, at most; then one line says how many more there are
+MAX_PROBLEMS = 20
+#: unknown keys of one mapping are listed one per line up to this many, else on one line
+_UNKNOWN_EACH = 3
+
+
 def errors_of(exc: ValidationError) -> list[str]:
-    out = []
-    for e in exc.errors():
+    """One line per problem, named by field path; bounded whatever the input (a file with
+    400,000 unknown keys gives one line for them, not 400,000)."""
+    out: list[str] = []
+    unknown: dict[str, list[str]] = {}
+    for e in exc.errors(include_url=False, include_input=False):
+        if e["type"] == "extra_forbidden":
+            unknown.setdefault(_fmt_loc(e["loc"][:-1]), []).append(str(e["loc"][-1]))
+            continue
         msg = e["msg"].removeprefix("Value error, ")
-        out.append(f"{_fmt_loc(e['loc'])}: {msg}")
+        loc = _fmt_loc(e["loc"])
+        # a model-level check names its field itself ("sample.shard_size: ..."): not "sample: sample.shard_size"
+        named = re.match(r"([a-z_]+(?:\.[a-z_0-9]+)*): ", msg)
+        if named and (loc == "<root>" or named.group(1).startswith(loc + ".")):
+            out.append(msg)
+        else:
+            out.append(f"{loc}: {msg}")
+    for parent, keys in unknown.items():
+        if len(keys) <= _UNKNOWN_EACH:
+            out += [f"{k if parent == '<root>' else parent + '.' + k}: unknown key (extra inputs are not permitted)"
+                    for k in keys]
+        else:
+            shown = ", ".join(keys[:_UNKNOWN_EACH])
+            out.append(f"{'top level' if parent == '<root>' else parent}: {len(keys)} unknown keys ({shown}, ...): extra inputs are not permitted")
+    if len(out) > MAX_PROBLEMS:
+        out = [*out[:MAX_PROBLEMS], f"... and {len(out) - MAX_PROBLEMS} more problems"]
     return out
 
 
@@ -340,11 +444,16 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
     """Read and validate a YAML job spec. Raises SpecError with one line per problem."""
+    from pipeline.spec_yaml import MAX_BYTES, load_yaml
+
     p = Path(path)
     if not p.is_file():
         raise SpecError(str(path), ["file not found"])
+    size = p.stat().st_size
+    if size > MAX_BYTES:
+        raise SpecError(str(path), [f"{size} bytes: a job spec is at most {MAX_BYTES} bytes"])
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml(p.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -370,6 +479,8 @@ def deep_merge(base: Any, over: dict[str, Any]) -> Any:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``train.epochs=3`` style overrides from the CLI; values are parsed as YAML scalars."""
+    from pipeline.spec_yaml import load_yaml
+
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -384,7 +495,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise SpecError("--set", [f"{item!r}: {p!r} was already set to a single value"])
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = load_yaml(raw)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise SpecError("--set", [f"{item!r}: the value is not valid YAML ({problem})"]) from None

@@ -65,3 +65,86 @@ def test_seeded_noise_is_per_image() -> None:
     big = seeded_normal(torch.tensor(image_seeds(7, 0, 2000)), (64,))
     assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1) < 0.02
     assert not torch.equal(seeded_normal(seeds, (4, 5), stream=1), z)
+
+
+# ---------------------------------------------------------------- O(shards): issue 13, item 6
+
+#: sha256 (first 16 hex) of every shard's labels and seeds, recorded before labels were computed per
+#: shard: the published rows of these plans must never change
+PINNED = [
+    ({"num_images": 1003, "shard_size": 100}, "b3fd5a08885e7676"),
+    ({"per_class": {0: 50, 3: 20, 9: 5}, "shard_size": 16}, "e11d76a72263844d"),
+    ({"per_class": {0: 3, 1: 1, 2: 6, 4: 9, 7: 12, 8: 24}, "shard_size": 7}, "60a41c175c806756"),
+    ({"per_class": {i: 1000 + 37 * i for i in range(10)}, "shard_size": 999}, "1ad633847c4626ab"),
+    ({"labels": [2, 5, 7], "num_images": 50, "shard_size": 8}, "4d91773018d26055"),
+]
+
+
+def _digest(plan) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in plan.shards():
+        h.update(s.labels.tobytes())
+        h.update(s.seeds.tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["whole-sequence", "per-shard"])
+def test_shard_contents_are_pinned(lazy: bool, monkeypatch) -> None:
+    import pipeline.sample.plan as plan_mod
+
+    if lazy:  # every per_class plan computes its shards' labels alone
+        monkeypatch.setattr(plan_mod, "EAGER_LABELS_MAX", 0)
+    for kw, digest in PINNED:
+        assert _digest(make_plan(SampleSpec(**kw), 10, "job", "2026-01-01")) == digest, kw
+
+
+def test_a_slice_of_the_spread_equals_the_slice_of_the_whole() -> None:
+    from pipeline.sample.plan import spread_slice
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):  # counts with many ties between classes' keys (1, 3, 9 ... share keys)
+        labels = rng.choice(40, int(rng.integers(1, 10)), replace=False)
+        counts = {int(k): int(rng.choice([1, 2, 3, 6, 9, 10, 27, 100, 999])) for k in labels}
+        whole = spread_labels(counts)
+        for _ in range(4):
+            a = int(rng.integers(0, len(whole)))
+            b = int(rng.integers(1, len(whole) - a + 1))
+            assert np.array_equal(spread_slice(counts, a, b), whole[a:a + b]), (counts, a, b)
+
+
+def test_a_ten_billion_image_plan_is_small() -> None:
+    """The plan of the largest job the spec allows, and any of its shards, take O(shard) memory
+    (before: the labels of all 10^10 images were built, 80 GB, and the driver died)."""
+    import tracemalloc
+
+    spec = SampleSpec(per_class={0: 4_000_000_000, 1: 3_000_000_000, 7: 3_000_000_000}, shard_size=100_000)
+    tracemalloc.start()
+    try:
+        plan = make_plan(spec, 10, "job", "2026-01-01")
+        assert plan.total == 10**10 and plan.num_shards == 100_000
+        for i in (0, 1, 50_000, plan.num_shards - 1):
+            shard = plan.shard(i)
+            assert shard.count == 100_000 and shard.start == i * 100_000
+            assert np.bincount(shard.labels, minlength=8)[[0, 1, 7]].tolist() == [40_000, 30_000, 30_000]
+            assert np.array_equal(shard.seeds, image_seeds(plan.base_seed, i * 100_000, 100_000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB"  # one shard: 100k labels + seeds = 1.6 MB, plus work
+    uniform = make_plan(SampleSpec(num_images=10**10, shard_size=100_000), 10, "job", "2026-01-01")
+    assert np.bincount(uniform.shard(99_999).labels).tolist() == [10_000] * 10
+
+
+def test_plans_of_too_many_shards_are_refused() -> None:
+    from pipeline.spec import MAX_SHARDS, SpecError, parse_spec
+
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"name": "x", "sample": {"num_images": 10**10, "shard_size": 1}})
+    (problem,) = exc.value.problems
+    assert problem.startswith("sample.shard_size:") and f"more than {MAX_SHARDS}" in problem
+    assert ">= 100000" in problem  # says what would do
+    with pytest.raises(SpecError, match="sample.per_class"):
+        parse_spec({"name": "x", "sample": {"per_class": {0: 10**10, 1: 1}, "shard_size": 10**6}})
+    parse_spec({"name": "x", "sample": {"num_images": 10**10, "shard_size": 10**5}})  # the largest: fine

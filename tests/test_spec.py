@@ -90,3 +90,111 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "pipeline", "validate", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "train.lr" in r.stderr and "train.epochz" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------- hostile YAML and values (issue 13, item 5 and lows)
+
+ALIAS_BOMB = "\n".join(
+    ["name: bomb", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"{x}: &{x} [{', '.join(['*' + p] * 9)}]" for p, x in zip("abcdefgh", "bcdefghi", strict=True)]
+    + ["storage_options: {lol: *i}", ""])  # dict[str, Any]: validates, then expands when dumped
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    p = tmp_path / "job.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError) as exc:
+        load_spec(p)
+    return exc.value.problems
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    assert len(ALIAS_BOMB) < 600  # 9^9 = 387 million strings once expanded
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    (problem,) = _problems(tmp_path, ALIAS_BOMB)
+    assert problem.startswith("malformed YAML: line 2") and "anchors" in problem
+    assert time.perf_counter() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing grew
+    (problem,) = _problems(tmp_path, "name: x\ndescription: *a\n")
+    assert "aliases" in problem and "line 2" in problem
+    (problem,) = _problems(tmp_path, "name: x\n<<: {description: y}\n")
+    assert "merge keys" in problem
+
+
+@pytest.mark.parametrize("text, line", [
+    ("name: x\ntrain: {epochs: 2}\nsample: {seed: 1}\ntrain: {epochs: 3}\n", "line 4"),
+    ("name: x\ntrain:\n  epochs: 2\n  epochs: 3\n", "line 4"),
+    ("name: x\nname: y\n", "line 2"),
+])
+def test_a_repeated_key_is_refused(tmp_path: Path, text: str, line: str) -> None:
+    (problem,) = _problems(tmp_path, text)
+    assert "given twice" in problem and line in problem, problem
+
+
+def test_per_class_labels_that_collapse_into_one_are_refused(tmp_path: Path) -> None:
+    (problem,) = _problems(tmp_path, "name: x\nsample: {per_class: {0: 10, '0': 500}}\n")
+    assert problem.startswith("sample.per_class") and "label 0 is given twice" in problem
+    (problem,) = _problems(tmp_path, "name: x\nsample: {per_class: {true: 10}}\n")
+    assert problem.startswith("sample.per_class") and "boolean" in problem
+    # the spec's own JSON round trip (keys become strings) still validates: workers rebuild it so
+    spec = parse_spec({"name": "x", "sample": {"per_class": {0: 5, 3: 7}}})
+    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+@pytest.mark.parametrize("text", [
+    "name: x\ndescription: " + "[" * 40 + "]" * 40 + "\n",  # nesting
+    "name: x\ndescription: 2026-13-01\n",  # a timestamp that is no date
+    "name: x\nsample: {num_images: " + "7" * 5000 + "}\n",  # past Python's int-parsing limit
+])
+def test_yaml_the_parser_chokes_on_is_one_malformed_line(tmp_path: Path, text: str) -> None:
+    (problem,) = _problems(tmp_path, text)
+    assert problem.startswith("malformed YAML: line 2"), problem
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"sample": {"num_images": True}}, "sample.num_images"),
+    ({"sample": {"num_images": 100.0}}, "sample.num_images"),
+    ({"train": {"epochs": "3"}}, "train.epochs"),
+    ({"train": {"lr": True}}, "train.lr"),
+    ({"gate": {"retry_epochs_factor": float("inf")}}, "gate.retry_epochs_factor"),
+    ({"train": {"cpus_per_worker": float("inf")}}, "train.cpus_per_worker"),
+    ({"gate": {"fid_max": float("inf")}}, "gate.fid_max"),
+    ({"gate": {"uplift_min": float("nan")}}, "gate.uplift_min"),
+    ({"train": {"resources_per_worker": {"TPU": float("nan")}}}, "train.resources_per_worker.TPU"),
+    ({"gate": {"retries": 10, "retry_epochs_factor": 100}}, "gate.retry_epochs_factor"),
+    ({"gate": {"eval_images": 10**9}}, "gate.eval_images"),
+    ({"train": {"batch_size": 1}}, "train.batch_size"),
+    ({"model": {"kind": "gan"}, "train": {"batch_size": 1}}, "train.batch_size"),
+    ({"sample": {"output": ""}}, "sample.output"),
+    ({"storage": "  "}, "storage"),
+    ({"train": {"init_from": ""}}, "train.init_from"),
+])
+def test_values_that_would_fail_late_are_refused(data: dict, field: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"name": "x", **data}, "job.yaml")
+    assert any(p.startswith(field + ":") for p in exc.value.problems), exc.value.problems
+
+
+def test_values_that_are_fine_stay_fine() -> None:
+    s = parse_spec({"name": "x", "model": {"kind": "vae"}, "train": {"batch_size": 1, "lr": "1e-3", "epochs": 3},
+                    "gate": {"retries": 2, "fid_max": 1e9}})
+    assert s.train.lr == 1e-3 and s.train.batch_size == 1  # a VAE has no BatchNorm
+    assert parse_overrides(["train.lr=1e-3"]) == {"train": {"lr": "1e-3"}}
+
+
+def test_the_problem_listing_is_bounded(tmp_path: Path) -> None:
+    (problem,) = _problems(tmp_path, "name: x\n" + "".join(f"k{i}: 1\n" for i in range(5000)))
+    assert problem.startswith("top level: 5000 unknown keys (k0, k1, k2, ...)") and len(problem) < 200
+    with pytest.raises(SpecError) as exc:  # 30 problems of their own: 20 listed, then a count
+        parse_spec({"name": "x", "train": {"resources_per_worker": {f"r{i}": -1 for i in range(30)}}})
+    problems = exc.value.problems
+    assert len(problems) == 21 and problems[-1] == "... and 10 more problems"
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\ndescription: '" + "x" * (1 << 20) + "'\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(big)
+    assert "at most" in exc.value.problems[0]

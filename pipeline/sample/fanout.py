@@ -32,7 +32,7 @@ import numpy as np
 import ray
 
 from pipeline.faults import maybe_exit
-from pipeline.sample.plan import Shard, ShardPlan, image_ids, spread_labels
+from pipeline.sample.plan import Shard, ShardPlan, image_ids
 from pipeline.spec import JobSpec
 
 
@@ -182,7 +182,6 @@ def sample_shards(
     if encode_slots is None:
         encode_slots = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     ctx_ref = ray.put(ctx)
-    labels = None if plan.cycle is not None else spread_labels(plan.counts)
 
     gen_pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # generate ref -> (shard, actor)
     out_pending: dict[ray.ObjectRef, int] = {}  # result ref -> shard
@@ -192,7 +191,7 @@ def sample_shards(
             for a in range(n_actors):
                 while todo and load[a] < inflight_per_actor and len(out_pending) < encode_slots:
                     i = todo.pop()
-                    shard = plan.shard(i, labels)
+                    shard = plan.shard(i)  # O(shard): labels and seeds computed for it alone
                     load[a] += 1
                     if mode == "fused":
                         ref = actors[a].run_shard.remote(shard, ctx_ref)

@@ -5,11 +5,18 @@ actor and a later re-run agree without talking to each other. Image ``i`` (a glo
 index) has seed ``image_seed(base, i)`` and label ``label_of(i)``; shard ``s`` holds
 images ``[s * shard_size, min((s + 1) * shard_size, total))``. Nothing here depends on
 batch size or on how many actors there are.
+
+A plan's memory is O(1) and a shard's O(shard size + classes), whatever the total: seeds are a
+hash of the image index, uniform labels a cycle, and explicit ``per_class`` labels (an even
+spread, :func:`spread_labels`) are found for one shard at a time by :func:`spread_slice`, which
+gives exactly the slice of the whole sequence without building it. The number of shards is
+bounded by the spec (``pipeline.spec.MAX_SHARDS``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -65,6 +72,79 @@ def spread_labels(counts: dict[int, int]) -> np.ndarray:
     return labels[order]
 
 
+def _spread_keys(j: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Label k's j-th image sits at key (j + 0.5) / c_k: the very float operations of spread_labels."""
+    return (j.astype(np.int64) + 0.5) / c
+
+
+def _count_keys(t: float, c: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Per class, how many of its keys are < t (or <= t when ``inclusive``); exact (float keys
+    are compared as spread_labels sorts them, an estimate is corrected until it is right)."""
+    def below(j: np.ndarray) -> np.ndarray:  # key(j) < t (or <= t); j in [0, c)
+        k = _spread_keys(np.clip(j, 0, c - 1), c)
+        return (k <= t) if inclusive else (k < t)
+
+    n = np.clip(np.ceil(t * c - 0.5), 0, c).astype(np.int64)
+    while True:  # rounding moves the estimate by a step or two at most
+        down = (n > 0) & ~below(n - 1)
+        up = (n < c) & below(n) & ~down
+        if not (down.any() or up.any()):
+            return n
+        n = n - down + up
+
+
+def _key_at(position: int, c: np.ndarray) -> float:
+    """The key of the element at ``position`` of the sorted sequence: the smallest key t with
+    more than ``position`` keys <= t (bisection over the bit patterns of floats in [0, 1]).
+
+    Class k has round(t * c_k) keys <= t, give or take one, so t lies within (K + 1) / N of
+    (position + 1) / N: the search starts from that bracket (checked), which halves its steps."""
+    def more_than_position(t: float) -> bool:
+        return int(_count_keys(t, c, inclusive=True).sum()) > position
+
+    n, k = int(c.sum()), len(c)
+    lo_t, hi_t = max(0.0, (position - k - 1) / n), min(1.0, (position + k + 2) / n)
+    if more_than_position(lo_t) or not more_than_position(hi_t):
+        lo_t, hi_t = 0.0, 1.0
+    lo, hi = int(np.float64(lo_t).view(np.int64)), int(np.float64(hi_t).view(np.int64))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if more_than_position(float(np.int64(mid).view(np.float64))):
+            hi = mid
+        else:
+            lo = mid
+    return float(np.int64(hi).view(np.float64))
+
+
+def spread_slice(counts: dict[int, int], start: int, count: int) -> np.ndarray:
+    """``spread_labels(counts)[start:start + count]`` without building the whole sequence:
+    O(count + classes) memory, O(classes x 64) work to find the slice's ends."""
+    items = [(k, c) for k, c in counts.items() if c > 0]
+    total = sum(c for _, c in items)
+    if count <= 0 or start >= total:
+        return np.zeros(0, dtype=np.int64)
+    count = min(count, total - start)
+    labs = np.array([k for k, _ in items], dtype=np.int64)
+    c = np.array([c for _, c in items], dtype=np.int64)
+    t_first, t_last = _key_at(start, c), _key_at(start + count - 1, c)
+    lo = _count_keys(t_first, c, inclusive=False)  # every key below the slice's first
+    hi = _count_keys(t_last, c, inclusive=True)
+    # all elements with t_first <= key <= t_last: the slice plus at most a tie per class at each end
+    parts = [(np.full(h - lo_k, lab, dtype=np.int64), _spread_keys(np.arange(lo_k, h), ck))
+             for lab, ck, lo_k, h in zip(labs.tolist(), c.tolist(), lo.tolist(), hi.tolist(), strict=True)
+             if h > lo_k]
+    labels = np.concatenate([p[0] for p in parts])
+    keys = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((labels, keys))
+    offset = start - int(lo.sum())
+    return labels[order][offset:offset + count]
+
+
+#: per_class plans up to this many images keep the whole label sequence (8 bytes an image) for
+#: speed; larger ones compute each shard's slice alone
+EAGER_LABELS_MAX = 1 << 20
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int
@@ -91,21 +171,37 @@ class ShardPlan:
     def num_shards(self) -> int:
         return -(-self.total // self.shard_size)
 
+    @cached_property
+    def _all_labels(self) -> np.ndarray | None:
+        """The whole label sequence of a small per_class plan, built once (None: compute per shard)."""
+        if self.cycle is not None or self.total > EAGER_LABELS_MAX:
+            return None
+        return spread_labels(self.counts)
+
+    def labels(self, start: int, count: int) -> np.ndarray:
+        """Labels of images start .. start+count-1 (int64)."""
+        if self.cycle is not None:
+            idx = np.arange(start, start + count, dtype=np.int64) % len(self.cycle)
+            return np.asarray(self.cycle, dtype=np.int64)[idx]
+        if self._all_labels is not None:
+            return self._all_labels[start:start + count].copy()
+        return spread_slice(self.counts, start, count)
+
     def shard(self, index: int, all_labels: np.ndarray | None = None) -> Shard:
+        """Shard ``index``; ``all_labels`` (spread_labels(counts), optional) only saves work."""
         if not 0 <= index < self.num_shards:
             raise IndexError(index)
         start = index * self.shard_size
         count = min(self.shard_size, self.total - start)
-        if self.cycle is not None:
-            idx = np.arange(start, start + count, dtype=np.int64) % len(self.cycle)
-            labels = np.asarray(self.cycle, dtype=np.int64)[idx]
+        if all_labels is not None and self.cycle is None:
+            labels = all_labels[start:start + count].copy()
         else:
-            labels = (all_labels if all_labels is not None else spread_labels(self.counts))[start:start + count]
-        return Shard(index, self.num_shards, start, labels.copy(), image_seeds(self.base_seed, start, count))
+            labels = self.labels(start, count)
+        return Shard(index, self.num_shards, start, labels, image_seeds(self.base_seed, start, count))
 
     def shards(self) -> list[Shard]:
-        labels = None if self.cycle is not None else spread_labels(self.counts)
-        return [self.shard(i, labels) for i in range(self.num_shards)]
+        """Every shard (for tests and small plans: this list is O(total))."""
+        return [self.shard(i) for i in range(self.num_shards)]
 
 
 def make_plan(sample: SampleSpec, num_classes: int, job: str, date: str) -> ShardPlan:
