@@ -23,14 +23,14 @@ app = typer.Typer(
     name="genpipe",
     help="Train class-conditional image generators on Ray, gate them on quality, publish synthetic datasets.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # genpipe --install-completion / --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     epilog="""**Examples**
 
 * `genpipe validate jobs/*.yaml`
 * `genpipe run jobs/digits-dcgan.yaml --date 2026-11-25 --set train.epochs=5`
-* `genpipe inspect outputs/datasets/digits-dcgan/date=2026-11-25 --grid grid.png`
+* `genpipe inspect outputs/datasets/digits-dcgan --grid grid.png`
 * `genpipe submit jobs/mnist-dcgan-gpu.yaml --address http://127.0.0.1:8265 --wait`
 * `genpipe status` / `genpipe list` / `genpipe logs ID --follow` / `genpipe stop ID`
 * `genpipe schedule run-due jobs/nightly-augment.yaml` (from cron, a systemd timer or a k8s CronJob)
@@ -195,18 +195,40 @@ def submit(
     address: AddrOpt = None,
     date_: DateOpt = None,
     overrides: SetOpt = None,
-    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; exit 1 if it fails")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the job to its end and exit 1 if it "
+                                       "fails (default, as `ray job submit`); --no-wait returns at once")] = True,
     overwrite: Annotated[bool, typer.Option(help="pass --overwrite to the job")] = False,
+    runtime_env: Annotated[str | None, typer.Option("--runtime-env", help="Ray runtime_env YAML/JSON file "
+                                                    "(pip, env_vars, ...), merged with genpipe's")] = None,
+    entrypoint_num_cpus: Annotated[float | None, typer.Option(help="CPUs reserved for the job's driver")] = None,
+    entrypoint_num_gpus: Annotated[float | None, typer.Option(help="GPUs reserved for the job's driver")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="interpreter the job runs with on the "
+                                               "cluster (default: the one running Ray there)")] = None,
 ) -> None:
     """Submit a job to a Ray cluster through the Jobs API (idempotent per job + date + spec).
 
-    Example: genpipe submit jobs/mnist-dcgan-gpu.yaml --address http://127.0.0.1:8265 --wait
+    Follows the job to its end like `ray job submit` (--no-wait returns at once). Relative paths
+    in the spec resolve against this directory when the head is this machine.
+
+    Example: genpipe submit jobs/mnist-dcgan-gpu.yaml --address http://127.0.0.1:8265
     """
+    import yaml
+
     from pipeline.submit import submit as do_submit
 
     spec = load(spec_path, overrides)
+    env = None
+    if runtime_env:
+        try:
+            env = yaml.safe_load(open(runtime_env).read())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError("--runtime-env", [f"{runtime_env}: {exc}"]) from None
+        if not isinstance(env, dict):
+            raise SpecError("--runtime-env", [f"{runtime_env}: expected a mapping (pip, env_vars, ...)"])
     res = do_submit(spec_path, spec, address=address, date=logical_date(date_), wait=wait,
-                    extra_args=["--overwrite"] if overwrite else [], log=typer.echo)
+                    extra_args=["--overwrite"] if overwrite else [], log=typer.echo, python=python,
+                    entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus,
+                    runtime_env=env)
     typer.echo(f"{res.submission_id}: {res.status}" + (" (already submitted)" if res.existing else ""))
     if res.exit_code:
         raise typer.Exit(res.exit_code)
@@ -274,37 +296,36 @@ def inspect(
 ) -> None:
     """Summarise a published dataset: rows, per-label counts, shards, metrics; write a grid PNG.
 
-    Example: genpipe inspect outputs/datasets/digits-dcgan/date=2026-11-25
+    Example: genpipe inspect outputs/datasets/digits-dcgan/data/logical_date=2026-11-25
     """
     from pipeline.inspect import inspect_dataset
+    from pipeline.publish.layout import LayoutError
 
-    summary = inspect_dataset(url, grid_path=grid)
+    try:
+        summary = inspect_dataset(url, grid_path=grid)
+    except LayoutError as exc:
+        raise _err(str(exc), EXIT_BAD_INPUT) from None
     typer.echo(summary)
 
 
-def _partitions(spec: JobSpec) -> tuple[Callable[[], list[date]], Callable[[date], None]]:
-    """List / remove the job's published date partitions (for retention)."""
-    from pipeline.publish.commit import partition_url
-    from pipeline.publish.storage import join, url_to_fs
+@app.command()
+@cli_errors
+def migrate(
+    url: Annotated[str, typer.Argument(help="a dataset root (<sample.output>/<job>) in genpipe 0.1's layout")],
+) -> None:
+    """Move genpipe 0.1 partitions (date=D/ with manifest.json beside the shards) into the dataset
+    layout (data/logical_date=D/, _genpipe/logical_date=D/, README.md); manifests stay valid.
 
-    root = join(spec.sample.output, spec.name)
-    fs, path = url_to_fs(root, spec.storage_options)
+    Example: genpipe migrate outputs/datasets/digits-dcgan
+    """
+    from pipeline.publish.layout import LayoutError
+    from pipeline.publish.migrate import migrate as do_migrate
 
-    def list_partitions() -> list[date]:
-        if not fs.exists(path):
-            return []
-        out = []
-        for p in fs.ls(path, detail=False):
-            name = p.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith("date=") and fs.exists(f"{p.rstrip('/')}/manifest.json"):
-                out.append(date.fromisoformat(name.removeprefix("date=")))
-        return sorted(out)
-
-    def remove_partition(d: date) -> None:
-        _, ppath = url_to_fs(partition_url(spec.sample.output, spec.name, d.isoformat()), spec.storage_options)
-        fs.rm(ppath, recursive=True)
-
-    return list_partitions, remove_partition
+    try:
+        moved = do_migrate(url, say=typer.echo)
+    except LayoutError as exc:
+        raise _err(str(exc), EXIT_BAD_INPUT) from None
+    typer.echo(f"migrated {len(moved)} partition(s)" if moved else f"{url}: nothing in the old layout")
 
 
 def _now(value: str | None) -> datetime:
@@ -339,7 +360,6 @@ def schedule_run_due(spec_path: SpecArg, address: AddrOpt = None, now: NowOpt = 
 
     setup_logging()
     spec = _scheduled(spec_path, overrides)
-    list_partitions, remove_partition = _partitions(spec)
 
     def run_one(d: date) -> Any:
         if address:
@@ -350,8 +370,7 @@ def schedule_run_due(spec_path: SpecArg, address: AddrOpt = None, now: NowOpt = 
 
         return run_job(spec, d.isoformat())
 
-    res = run_due(spec, now=_now(now), run_one=run_one, state_url=spec.storage, list_partitions=list_partitions,
-                  remove_partition=remove_partition)
+    res = run_due(spec, now=_now(now), run_one=run_one, state_url=spec.storage)  # retention through Partition
     if res.lease_held_by:
         typer.echo(f"another run holds the lease ({res.lease_held_by}): nothing done")
         return

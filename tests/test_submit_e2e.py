@@ -478,3 +478,42 @@ def test_token_auth_head_works_without_ray_auth_mode(tmp_path, spec_file):
     assert code == 3 and "rejected the token" in message
     for secret in (token, wrong):
         assert secret not in proc.stdout and secret not in proc.stderr, "a token leaked into output"
+
+
+# ---------------------------------------------------------------------------- relative paths, local head
+
+
+def test_relative_paths_resolve_only_for_a_head_on_this_machine(tmp_path):
+    from pipeline.submit.package import cluster_path_problems, head_is_this_machine, localize_paths
+
+    assert head_is_this_machine("http://127.0.0.1:8265") and head_is_this_machine("http://localhost:8265")
+    assert head_is_this_machine(f"http://{socket.gethostname()}:8265")
+    assert not head_is_this_machine("http://192.0.2.123:8265")  # TEST-NET-1: nobody's address
+    assert not head_is_this_machine("http://no-such-host.invalid:8265")
+    spec = load_spec(ROOT / "jobs/digits-dcgan.yaml")
+    assert {p.split(" ")[0] for p in cluster_path_problems(spec)} == {"storage", "sample.output"}
+    local, changed = localize_paths(spec, tmp_path)
+    assert changed == {"storage": str(tmp_path / "outputs/runs"), "sample.output": str(tmp_path / "outputs/datasets")}
+    assert local.storage == changed["storage"] and local.sample.output == changed["sample.output"]
+    assert not cluster_path_problems(local) and local.spec_hash() == spec.spec_hash()  # same submission id
+    with pytest.raises(SubmitError, match="relative path"):
+        submit(ROOT / "jobs/digits-dcgan.yaml", spec, address="http://192.0.2.123:8265", date=DATE, log=print,
+               connect_timeout=2)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_the_unmodified_default_job_submits_to_a_local_head(head, tmp_path, monkeypatch):
+    # what the README's first example does, pointed at a head on this machine: relative storage and
+    # sample.output land under the submitting directory, where the user looks for them
+    from pipeline.publish import open_dataset
+
+    monkeypatch.chdir(tmp_path)
+    spec_path = ROOT / "jobs/digits-dcgan.yaml"
+    lines: list[str] = []
+    res = submit(spec_path, load_spec(spec_path), address=head.url, date=DATE, wait=True, log=lines.append,
+                 poll_s=1.0)
+    assert res.status == "SUCCEEDED", lines[-20:]
+    assert any(f"sample.output: {tmp_path / 'outputs/datasets'}" in ln for ln in lines), lines
+    ds = open_dataset(str(tmp_path / "outputs/datasets/digits-dcgan"))
+    assert len(ds) == 10_000

@@ -29,11 +29,14 @@ from pipeline.submit.client import (
     _redact,
     _short,
     remote_snapshot,
+    resolve_address,
 )
 from pipeline.submit.package import (
     _stage_package,
     build_entrypoint,
     cluster_path_problems,
+    head_is_this_machine,
+    localize_paths,
     logical_date,
     submission_id,
 )
@@ -66,6 +69,9 @@ def submit(
     log: Callable[[str], Any] = print,
     python: str | None = None,
     entrypoint_num_cpus: float | None = None,
+    entrypoint_num_gpus: float | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    cwd: str | Path | None = None,
     check_resources: bool = True,
     attempt: int = 0,
     poll_s: float = 1.0,
@@ -81,8 +87,16 @@ def submit(
     for the driver; left unset, Ray runs the driver on the head node
     (``JobManager._get_label_selector``), which is where it belongs on a cluster whose
     head takes no work (cluster.yaml). ``extra_args`` go after ``run SPEC --date D``.
+    ``runtime_env``: the user's Ray runtime environment (``--runtime-env FILE``), merged with
+    genpipe's own (its ``working_dir`` is genpipe's package; ``env_vars`` are merged).
+    Relative local paths (``storage``, ``sample.output``, ...) are resolved against ``cwd``
+    (default: the current directory) when the cluster's head is this machine, and refused otherwise.
     """
     date = logical_date(date)
+    if cluster_path_problems(spec) and head_is_this_machine(resolve_address(address)):
+        spec, changed = localize_paths(spec, cwd or Path.cwd())
+        for name, path in changed.items():
+            log(f"{name}: {path} (a relative path; the cluster's head is this machine)")
     problems = cluster_path_problems(spec)
     if problems:
         raise SubmitError(BAD_INPUT, "; ".join(problems))
@@ -107,21 +121,23 @@ def submit(
         spec_name = (
             Path(spec_path).name if str(spec_path).endswith((".yaml", ".yml")) else f"{spec.name}.yaml"
         )
-        runtime_env: dict[str, Any] = {}
+        env: dict[str, Any] = {k: v for k, v in (runtime_env or {}).items() if k != "working_dir"}
         if python:
-            runtime_env["env_vars"] = {"GENPIPE_PYTHON": python}
+            env["env_vars"] = {**env.get("env_vars", {}), "GENPIPE_PYTHON": python}
         kwargs: dict[str, Any] = {}
         if entrypoint_num_cpus:
             kwargs["entrypoint_num_cpus"] = entrypoint_num_cpus
+        if entrypoint_num_gpus:
+            kwargs["entrypoint_num_gpus"] = entrypoint_num_gpus
         with tempfile.TemporaryDirectory(prefix="genpipe-submit-") as tmp:
             stage = Path(tmp)
             _stage_package(stage, spec, spec_name)
-            runtime_env["working_dir"] = str(stage)
+            env["working_dir"] = str(stage)
             try:
                 client.submit_job(
                     entrypoint=build_entrypoint(spec_name, date, extra_args),
                     submission_id=sid,
-                    runtime_env=runtime_env,
+                    runtime_env=env,
                     metadata={
                         "genpipe_job": spec.name,
                         "genpipe_date": date,

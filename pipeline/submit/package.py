@@ -75,10 +75,8 @@ def cluster_path_problems(spec: JobSpec) -> list[str]:
     its working_dir there, and what it writes to a relative path is lost with it."""
     out = []
     for name, url in (
-        ("storage", spec.storage),
-        ("sample.output", spec.sample.output),
-        ("dataset.path", spec.dataset.path),
-        ("train.init_from", spec.train.init_from),
+        (f, getattr(getattr(spec, f.rpartition(".")[0]) if "." in f else spec, f.rpartition(".")[2]))
+        for f in LOCAL_PATH_FIELDS
     ):
         if url and "://" not in url and not os.path.isabs(url):
             out.append(
@@ -86,6 +84,61 @@ def cluster_path_problems(spec: JobSpec) -> list[str]:
                 "temporary working directory. Use an absolute path or a URL (s3://...)"
             )
     return out
+
+
+LOCAL_PATH_FIELDS = ("storage", "sample.output", "dataset.path", "train.init_from")
+
+
+def head_is_this_machine(url: str) -> bool:
+    """Whether the cluster at ``url`` (dashboard URL) runs on this machine: a loopback host, or
+    one whose address this machine can bind (its own interfaces' addresses)."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False
+    for a in addrs:
+        ip = ipaddress.ip_address(a.split("%", 1)[0])
+        if ip.is_loopback:
+            return True
+        fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        try:
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                s.bind((a, 0))  # only an address of one of this machine's interfaces binds
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def localize_paths(spec: JobSpec, cwd: str | Path) -> tuple[JobSpec, dict[str, str]]:
+    """``spec`` with its relative local paths resolved against ``cwd`` (for a head on this machine,
+    where they mean what they mean here), and the fields it changed."""
+    changed: dict[str, str] = {}
+    update: dict[str, dict[str, str] | str] = {}
+    for name in LOCAL_PATH_FIELDS:
+        part, _, leaf = name.rpartition(".")
+        obj = getattr(spec, part) if part else spec
+        url = getattr(obj, leaf)
+        if url and "://" not in url and not os.path.isabs(url):
+            changed[name] = os.path.normpath(os.path.join(str(cwd), url))
+            if part:
+                update.setdefault(part, {})[leaf] = changed[name]  # type: ignore[index]
+            else:
+                update[leaf] = changed[name]
+    if not changed:
+        return spec, {}
+    data = spec.model_dump(mode="python")
+    for k, v in update.items():
+        if isinstance(v, dict):
+            data[k].update(v)
+        else:
+            data[k] = v
+    return JobSpec.model_validate(data), changed
 
 
 def build_entrypoint(spec_file: str, date: str, extra_args: Sequence[str] = ()) -> str:
