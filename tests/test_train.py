@@ -61,3 +61,45 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tiny_spec,
     plain = train(tiny_spec("plain", train={"epochs": 3}), "2026-01-01", _meta(spec))
     assert [h["order_crc32"] for h in res.history] == [h["order_crc32"] for h in plain.history]
     assert len({h["order_crc32"] for h in plain.history}) == 3
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(ray_local, tiny_spec, tmp_path, caplog):
+    """Issue 13, item 7: a truncated latest checkpoint used to fail every rerun inside the workers."""
+    import logging
+
+    from pipeline.train.checkpoint import CheckpointError
+
+    spec = tiny_spec("damaged", train={"epochs": 3, "num_workers": 1})
+    first = train(spec, "2026-01-01", _meta(spec))
+    run_dir = tmp_path / "runs" / spec.name / "train" / run_name(spec, "2026-01-01")
+    assert first.checkpoint.epoch == 3 and (run_dir / "epoch-00002").is_dir()  # Ray keeps the last 2
+    os.remove(run_dir / DONE_FILE)
+    state = run_dir / "epoch-00003" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a write cut short
+
+    with caplog.at_level(logging.WARNING, logger="genpipe"):
+        again = train(spec, "2026-01-01", _meta(spec))
+    assert again.recovered_from is not None and again.recovered_from.endswith("epoch-00002")
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "genpipe")
+    assert "epoch-00003 is damaged" in warning and "resuming from epoch-00002" in warning
+    assert again.checkpoint.epoch == 3 and [h["epoch"] for h in again.history] == [1, 2, 3]
+    # epochs 1-2 come from the intact checkpoint, epoch 3 was trained again on the same sample order
+    assert [h["order_crc32"] for h in again.history] == [h["order_crc32"] for h in first.history]
+    assert list(run_dir.glob("epoch-00003.damaged-*")) and list(run_dir.glob("checkpoint_manager_snapshot.json.damaged-*"))
+    load_checkpoint(again.checkpoint.url)  # the new final checkpoint is whole
+
+    # a garbage completion marker: said, ignored, and the finished run is resumed (nothing to train)
+    (run_dir / DONE_FILE).write_text("{not json")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genpipe"):
+        third = train(spec, "2026-01-01", _meta(spec))
+    assert any(DONE_FILE in r.getMessage() for r in caplog.records)
+    assert third.checkpoint.digest == again.checkpoint.digest and json.loads((run_dir / DONE_FILE).read_text())
+
+    # nothing intact left: one clear error naming the run directory (the CLI maps it to exit 2)
+    os.remove(run_dir / DONE_FILE)
+    for d in run_dir.glob("epoch-0000?"):
+        (d / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no intact checkpoint") as exc:
+        train(spec, "2026-01-01", _meta(spec))
+    assert str(run_dir) in str(exc.value)

@@ -73,3 +73,34 @@ def load_checkpoint(
     meta = state.get("meta", {})
     return state, CheckpointInfo(url=url.removesuffix("/" + STATE_FILE), digest=digest,
                                  epoch=int(state.get("epoch", 0)), meta=meta)
+
+
+def verify_checkpoint(url: str, storage_options: dict | None = None) -> str | None:
+    """None if the checkpoint directory at ``url`` is intact, else what is wrong with it: missing
+    or unreadable files, a ``state.pt`` whose sha256 differs from the one ``meta.json`` recorded
+    when it was written (a bit flip torch.load would not notice), or one torch cannot load."""
+    from pipeline.publish.storage import join, url_to_fs
+
+    fs, path = url_to_fs(url, storage_options)
+    try:
+        with fs.open(join(path, STATE_FILE), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return f"{STATE_FILE} missing"
+    except OSError as exc:
+        return f"{STATE_FILE} unreadable ({exc})"
+    try:
+        meta = json.loads(fs.cat_file(join(path, META_FILE)))
+        recorded = meta.get("sha256") if isinstance(meta, dict) else None
+    except FileNotFoundError:
+        recorded = None  # written before meta.json carried the digest: torch.load decides
+    except (OSError, ValueError):
+        return f"{META_FILE} unreadable"
+    if recorded is not None and recorded != hashlib.sha256(data).hexdigest():
+        return f"{STATE_FILE} does not match the sha256 in {META_FILE} (truncated or changed)"
+    try:
+        load_state_bytes(data, url)
+    except CheckpointError as exc:
+        return str(exc).removeprefix(f"{url}: ")
+    return None
+

@@ -4,21 +4,35 @@ A run is named by the logical date and the hash of the training config, under
 ``<storage>/<job>/train/``. Running the same job again uses the same ``RunConfig(name,
 storage_path)``, so Ray Train V2 finds the run's latest checkpoint and the loop resumes
 from it; a finished run is recognised from its ``done.json`` and not trained again.
+
+Before a resume the driver checks the checkpoint Ray Train would hand the workers
+(:func:`resume_point`). A damaged one (truncated, changed, missing) used to fail every rerun in
+the workers, for good. Now the run's record (Ray's snapshot) and each damaged checkpoint are set
+aside (renamed ``*.damaged-<time>``), the run resumes from its newest intact checkpoint (passed
+to the loop as ``start_from``), and a warning says so; with none intact the job stops with a
+CheckpointError (exit 2) naming the run directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.faults import from_env as faults_from_env
 from pipeline.spec import JobSpec
-from pipeline.train.checkpoint import CheckpointInfo, load_checkpoint
+from pipeline.train.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, verify_checkpoint
 from pipeline.train.loop import train_loop_per_worker
 
+log = logging.getLogger("genpipe")
 DONE_FILE = "done.json"
+#: Ray Train V2's record of a run's checkpoints (read-only to us, but for setting it aside)
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+_CKPT_DIR = re.compile(r"epoch-(\d+)")
 POLL_INTERVAL_S = "0.5"  # Ray Train controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S)
 
 
@@ -33,6 +47,7 @@ class TrainResult:
     resumed: bool = False
     skipped: bool = False  # the run had already finished: nothing trained
     seconds: float = 0.0
+    recovered_from: str | None = None  # the run's newest checkpoint was damaged: resumed from this one
 
 
 def run_name(spec: JobSpec, date: str, attempt: int = 0) -> str:
@@ -62,14 +77,97 @@ def storage_for_ray(url: str, storage_options: dict[str, Any]) -> tuple[str, Any
     return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
-def _read_done(run_url: str, storage_options: dict[str, Any]) -> dict[str, Any] | None:
+def _read_done(run_url: str, storage_options: dict[str, Any]) -> tuple[dict[str, Any], tuple] | None:
+    """(done.json, the final checkpoint it names) of a finished run; None if the run has not
+    finished, or if its marker or final checkpoint is damaged (said, and the run is resumed instead:
+    it finishes again and rewrites the marker)."""
     from pipeline.publish.storage import join, url_to_fs
 
     fs, path = url_to_fs(join(run_url, DONE_FILE), storage_options)
     if not fs.exists(path):
         return None
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+    try:
+        with fs.open(path, "rb") as f:
+            done = json.loads(f.read())
+        if not isinstance(done, dict) or not isinstance(done.get("checkpoint"), str):
+            raise ValueError("no checkpoint named")
+    except (OSError, ValueError) as exc:
+        log.warning("%s: not a valid completion marker (%s): ignored, the run is resumed",
+                    join(run_url, DONE_FILE), str(exc).splitlines()[0][:200])
+        return None
+    try:
+        return done, load_checkpoint(done["checkpoint"], storage_options)
+    except CheckpointError as exc:
+        log.warning("%s names a checkpoint that cannot be used (%s): the run is resumed",
+                    join(run_url, DONE_FILE), exc)
+        return None
+
+
+def _snapshot_dirs(raw: bytes) -> tuple[list[str], str | None] | None:
+    """(checkpoint dirs listed, the latest one) from Ray's snapshot; None if it does not parse."""
+    try:
+        snap = json.loads(raw)
+        listed = [r["checkpoint_dir_name"] for r in snap.get("checkpoint_results", [])]
+        latest = (snap.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not all(isinstance(d, str) for d in listed) or not (latest is None or isinstance(latest, str)):
+        return None
+    return listed, latest
+
+
+def resume_point(run_url: str, storage_options: dict[str, Any]) -> tuple[dict[str, str], str] | None:
+    """Make sure Ray Train will not resume this run from a damaged checkpoint.
+
+    None when there is nothing to resume, or Ray's snapshot of the run parses, every checkpoint it
+    lists exists and the latest is intact: Ray Train resumes from it as usual. Otherwise the
+    snapshot and every damaged checkpoint directory are renamed aside, and the answer is
+    (``start_from`` for the loop: the newest intact checkpoint, mode ``resume``; what was wrong).
+    CheckpointError when the run has checkpoints but none is intact."""
+    from pipeline.publish.storage import join, url_to_fs
+
+    fs, path = url_to_fs(run_url, storage_options)
+    snap_path = join(path, SNAPSHOT_FILE)
+    if not fs.exists(snap_path):
+        return None  # a new run (or one that never registered a checkpoint): Ray starts from scratch
+    parsed = _snapshot_dirs(fs.cat_file(snap_path))
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    on_disk = sorted((d for d in names if _CKPT_DIR.fullmatch(d)), key=lambda d: int(d.split("-")[1]),
+                     reverse=True)
+    problems: dict[str, str] = {}
+    if parsed is None:
+        why = f"{SNAPSHOT_FILE} does not parse"
+    else:
+        listed, latest = parsed
+        missing = [d for d in listed if d not in names]
+        if latest is None and not missing:
+            return None  # nothing registered yet: Ray starts from scratch
+        if not missing and latest is not None and (problem := verify_checkpoint(join(run_url, latest),
+                                                                                storage_options)) is None:
+            return None  # the usual resume
+        if missing:
+            why = f"checkpoint(s) {', '.join(missing)} listed by {SNAPSHOT_FILE} are gone"
+        else:
+            problems[latest] = problem
+            why = f"checkpoint {latest} is damaged ({problem})"
+    intact = None
+    for d in on_disk:
+        if d in problems:
+            continue
+        problem = verify_checkpoint(join(run_url, d), storage_options)
+        if problem is None:
+            intact = d
+            break
+        problems[d] = problem
+    if intact is None:
+        detail = "; ".join(f"{d}: {p}" for d, p in problems.items()) or "no checkpoint directories"
+        raise CheckpointError(f"{run_url}: no intact checkpoint to resume the training run from ({why}; {detail}): "
+                              "remove that directory to train from scratch")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in [SNAPSHOT_FILE, *problems]:  # aside, not deleted: evidence, and Ray must not find them
+        if name in names:
+            fs.mv(join(path, name), join(path, f"{name}.damaged-{stamp}"), recursive=True)
+    return {"url": join(run_url, intact), "mode": "resume"}, why
 
 
 def _write_done(run_url: str, storage_options: dict[str, Any], info: dict[str, Any]) -> None:
@@ -89,8 +187,6 @@ def train(
     progress_actor: Any = None,
 ) -> TrainResult:
     """Train (or resume, or skip if finished) the job's model; returns its final checkpoint."""
-    import time
-
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -104,11 +200,17 @@ def train(
     run_url = join(root, name)
     done = _read_done(run_url, so)
     if done is not None:
-        state, info = load_checkpoint(done["checkpoint"], so)
+        _, (state, info) = done
         return TrainResult(info, list(state.get("history", [])), skipped=True)
 
     if spec.train.init_from and start_from is None:
         start_from = {"url": spec.train.init_from, "mode": "init"}
+    recovered_from = None
+    if (fallback := resume_point(run_url, so)) is not None:  # the run's own checkpoint wins over start_from
+        start_from, why = fallback
+        recovered_from = start_from["url"]
+        log.warning("training run %s: %s; resuming from %s, the newest intact checkpoint (the damaged "
+                    "files are kept as *.damaged-*)", run_url, why, start_from["url"].rsplit("/", 1)[-1])
     tr = spec.train
     worker_resources = dict(tr.resources_per_worker)
     worker_resources["CPU"] = tr.cpus_per_worker
@@ -166,7 +268,9 @@ def train(
     history = list(state.get("history", []))
     resumed = int((result.return_value or {}).get("start_epoch", 0)) > 0
     _write_done(run_url, so, {"checkpoint": ckpt_url, "digest": info.digest, "epoch": info.epoch})
-    return TrainResult(info, history, resumed=resumed, seconds=time.perf_counter() - t0)
+    resumed = resumed or recovered_from is not None
+    return TrainResult(info, history, resumed=resumed, seconds=time.perf_counter() - t0,
+                       recovered_from=recovered_from)
 
 
 def _ray_path_to_url(root_url: str, storage_path: str, ckpt_path: str) -> str:
