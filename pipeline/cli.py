@@ -1,7 +1,8 @@
 """The ``genpipe`` command: the only place that reads argv, YAML paths and the environment.
 
 Exit codes: 0 success, 1 the job failed (training error, quality gate), 2 bad input
-(spec, data, paths, resources the cluster can never give), 3 cluster unreachable.
+(spec, data, paths, resources the cluster can never give), 3 cluster unreachable,
+130 / 143 stopped by SIGINT / SIGTERM (cleanly: running the same command again resumes).
 Every failure is one line on stderr, never a traceback (GENPIPE_DEBUG=1 shows it).
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
@@ -45,6 +48,27 @@ app.add_typer(schedule_app, name="schedule")
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+#: the signal that stopped this command, if one did (SIGTERM is turned into KeyboardInterrupt)
+_stopped_by: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM stops the command as Ctrl-C does: a KeyboardInterrupt unwinds every ``finally``
+    (sampling actors killed, the partition lease released, embedded Ray shut down at exit).
+    Ray's own handler instead called ``sys.exit`` inside a Ray call, and the driver died with
+    SIGABRT and a C++ stack dump. Once only: a second SIGTERM does not interrupt the clean-up."""
+    if _stopped_by:
+        return
+    _stopped_by.append(signum)
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM like SIGINT (main thread only; ``runner.ensure_ray`` puts it back after ray.init)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _one_line(msg: str) -> str:
@@ -86,6 +110,7 @@ def cli_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # the project's exception classes are looked up only when something failed, and only
         # in modules already imported (``_loaded``): a bad spec must not cost a torch import
+        install_signal_handlers()
         try:
             try:
                 return fn(*args, **kwargs)
@@ -96,6 +121,11 @@ def cli_errors(fn: F) -> F:
                 raise cause from None
         except typer.Exit:
             raise
+        except KeyboardInterrupt:
+            signum = _stopped_by[0] if _stopped_by else signal.SIGINT
+            typer.echo(f"genpipe: stopped by {signal.Signals(signum).name}: nothing half-published; "
+                       "run the same command again to resume", err=True)
+            raise typer.Exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT) from None
         except SpecError as exc:
             for p in exc.problems:
                 typer.echo(f"{exc.source}: {p}", err=True)
@@ -125,12 +155,14 @@ def setup_logging() -> None:
 
 
 def logical_date(value: str | None) -> str:
+    from pipeline.schedule.dates import parse_date
+
     if value is None:
         return datetime.now(UTC).date().isoformat()
     try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise SpecError("--date", [f"{value!r}: expected YYYY-MM-DD"]) from None
+        return parse_date(value).isoformat()
+    except ValueError as exc:
+        raise SpecError("--date", [str(exc)]) from None
 
 
 def load(spec_path: str, overrides: list[str] | None) -> JobSpec:

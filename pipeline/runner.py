@@ -52,17 +52,62 @@ class RunOutcome:
     files: list[str] = field(default_factory=list)
 
 
+#: seconds to wait for a TCP connection to a cluster address before calling it unreachable
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """ConnectionError within ``timeout`` seconds when nothing accepts connections at a cluster
+    address (``host:port`` of the GCS, or ``ray://host:port``). ``ray.init`` itself retries for
+    minutes first: 824 s for a closed GCS port, 34 s for a closed ``ray://`` one."""
+    import socket
+
+    if address in ("auto", "local"):  # Ray looks these up itself, and fails fast when there is none
+        return
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port: Ray parses (and refuses) it
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConnectionError(f"nothing answers at {address} ({why}): is the cluster up and the address "
+                              "right? (RAY_ADDRESS / --address)") from None
+
+
 def ensure_ray(address: str | None = None) -> None:
-    """Connect to ``address`` / RAY_ADDRESS, or start an embedded local Ray."""
+    """Connect to ``address`` / RAY_ADDRESS, or start an embedded local Ray.
+
+    An address that nothing answers at fails in seconds (:func:`check_reachable`). The embedded
+    cluster's dashboard listens on loopback; Ray 2.60 has no setting to bind its Prometheus
+    metrics endpoint there too (it binds every interface unless the node's own IP is loopback,
+    and ``ray.init`` resolves 127.0.0.1 to the machine's address), so the embedded cluster runs
+    with metrics collection off (``enable_metrics_collection: False``): no metrics port at all.
+    A SIGTERM handler set before (the CLI's, see cli.py) is put back after ``ray.init``, which
+    installs its own (``sys.exit`` inside a Ray call: the driver died with SIGABRT)."""
+    import signal
+    import threading
+
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(dashboard_host="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        if address:
+            check_reachable(address)
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(dashboard_host="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING,
+                     _system_config={"enable_metrics_collection": False})
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _probe_local_dir(field_name: str, path: str) -> None:
@@ -89,9 +134,13 @@ def _probe_local_dir(field_name: str, path: str) -> None:
 
 
 def check_writable(field_name: str, url: str, so: dict[str, Any]) -> None:
-    """Fail before any work when an output location can't be written (bucket missing, read-only dir)."""
+    """Fail before any work when an output location can't be written (bucket missing, read-only dir,
+    or ``memory://``, which lives in one process: Ray's workers write checkpoints and shards from others)."""
     from pipeline.publish.storage import is_local, url_to_fs
 
+    if url.strip().lower().startswith("memory://"):
+        raise BadInput(f"{field_name}: {url}: memory:// lives in this process only, and Ray's workers write "
+                       "from their own processes: use a path or object storage (s3://, gs://, ...)")
     if is_local(url):
         _, path = url_to_fs(url, so)
         _probe_local_dir(field_name, path)
@@ -102,6 +151,37 @@ def check_writable(field_name: str, url: str, so: dict[str, Any]) -> None:
         bucket = path.split("/", 1)[0]
         if not fs.exists(bucket):
             raise BadInput(f"{field_name}: bucket {bucket!r} does not exist or is not reachable with these credentials")
+
+
+def check_data(spec: JobSpec, data: Any) -> None:
+    """The loaded dataset can be trained and evaluated as specified (in-memory datasets; a streamed
+    one is not counted before it is read)."""
+    from pipeline.spec import BATCH_NORM_KINDS
+
+    if spec.dataset.streaming:
+        return
+    n_train, n_test, world = len(data.train_x), len(data.test_x), spec.train.num_workers
+    per_worker = n_train // world
+    least = 2 if spec.model.kind in BATCH_NORM_KINDS else 1
+    if per_worker < least:
+        raise BadInput(f"train.num_workers: {n_train} training image(s) over {world} worker(s) leave {per_worker} "
+                       f"per worker, and a {spec.model.kind} needs batches of at least {least}: add images or "
+                       "use fewer workers")
+    if spec.gate.measure and n_test == 0:
+        raise BadInput(f"dataset.test_fraction: the test split is empty ({n_train} images, none left over for "
+                       "testing: a class needs 2 or more images to give one to the test split); quality is "
+                       "measured on real test images: add images, or set gate.measure: false")
+
+
+def preflight(spec: JobSpec, data: Any, partition: str) -> None:
+    """Everything that can be refused before Ray starts: the data fits the training and the gate, and
+    the run storage, the output root and the partition folder itself (which may exist, read-only)
+    can be written. BadInput (exit 2) naming the field."""
+    so = spec.storage_options
+    check_data(spec, data)
+    check_writable("sample.output", spec.sample.output, so)
+    check_writable("sample.output", partition, so)
+    check_writable("storage", spec.storage, so)
 
 
 def check_init_from(spec: JobSpec, data: Any) -> None:
@@ -204,8 +284,7 @@ def run_job(
         raise BadInput(str(exc)) from None
     if spec.train.init_from:
         check_init_from(spec, data)
-    check_writable("sample.output", spec.sample.output, so)
-    check_writable("storage", spec.storage, so)
+    preflight(spec, data, partition)
 
     ensure_ray(address)
     check_cluster(spec)

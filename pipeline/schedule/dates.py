@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from typing import TYPE_CHECKING
@@ -13,6 +14,20 @@ from pipeline.schedule.cron import check_cron, check_timezone
 
 if TYPE_CHECKING:
     from pipeline.spec import ScheduleSpec
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(value: str) -> date:
+    """A logical date written exactly ``YYYY-MM-DD``. (``date.fromisoformat`` also takes
+    ``2026-W01-1``, i.e. 2025-12-29, and ``20260101``: one date, one spelling.)"""
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError(f"{value!r}: expected YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r}: expected YYYY-MM-DD (a real calendar date)") from None
 
 
 def parse_schedule(schedule: ScheduleSpec) -> tuple[str, ZoneInfo]:
