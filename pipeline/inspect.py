@@ -19,17 +19,17 @@ def summarize(url: str, storage_options: dict[str, Any] | None = None) -> dict[s
     names = ds.class_names
     per_label = {names[c["values"]] if c["values"] < len(names) else str(c["values"]): c["counts"]
                  for c in sorted(counts, key=lambda c: c["values"])}
-    man = ds.manifest or {}
+    man = ds.manifest  # one partition's; None for several
     return {
         "url": url,
         "rows": table.num_rows,
         "files": len(ds.arrow.files),
         "dates": sorted(set(table.column("date").to_pylist())) if "date" in table.column_names else [],
         "per_label": per_label,
-        "metrics": man.get("metrics"),
-        "model": man.get("model"),
-        "spec_hash": man.get("spec_hash"),
-        "checkpoint_digest": man.get("checkpoint_digest"),
+        "metrics": man.metrics if man else None,
+        "model": man.model if man else ", ".join(sorted({m.model or "?" for m in ds.manifests.values()})),
+        "spec_hash": man.spec_hash if man else None,
+        "checkpoint_digest": man.checkpoint_digest if man else None,
     }
 
 

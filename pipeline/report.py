@@ -1,7 +1,9 @@
 """The run report: per-class sample grids, loss curves, the metrics beside the real
 baselines and the spec, in one self-contained ``report.html`` (images embedded).
 
-Artifacts go to ``<partition>/_report/`` (underscore: Parquet readers skip it).
+Artifacts go to the partition's ``_genpipe/logical_date=D/report/`` (outside every reader's data
+glob), written through :meth:`pipeline.publish.partition.Partition.write_report` (atomic, never
+through a symbolic link).
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ import base64
 import html
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
+from pipeline.publish.card import QUALITY_ROWS
 from pipeline.redaction import public_spec
 from pipeline.spec import JobSpec
 
-REPORT_DIR = "_report"
+if TYPE_CHECKING:
+    from pipeline.publish.manifest import Manifest
+    from pipeline.publish.partition import Partition
+
 
 
 def grid_png(images: np.ndarray, labels: np.ndarray, class_names: list[str], per_class: int = 10,
@@ -56,16 +62,14 @@ def decode_images(table: Any) -> tuple[np.ndarray, np.ndarray]:
     return arr, labels
 
 
-def read_some(partition: str, files: list[str], per_class: int, num_classes: int, so: dict[str, Any]):
+def read_some(part: Partition, files: list[str], per_class: int, num_classes: int):
     """Enough rows of a published partition to fill a grid (reads shards until every class has enough)."""
     import pyarrow.parquet as pq
 
-    from pipeline.publish.storage import join, url_to_fs
-
     imgs, labs = [], []
+    fs = part.fs
     for name in files:
-        fs, path = url_to_fs(join(partition, name), so)
-        with fs.open(path, "rb") as f:
+        with fs.open(part.data_file(name), "rb") as f:
             t = pq.read_table(f, columns=[c for c in ("image", "label", "height", "width", "channels")
                                           if c in pq.read_schema(f).names])
         a, b = decode_images(t)
@@ -100,24 +104,11 @@ def _svg_curves(history: list[dict[str, Any]], width: int = 520, height: int = 2
     return "".join(out)
 
 
-#: (metric, its real-data baseline, meaning)
-ROWS = [
-    ("fid", "fid_real_floor", "FID on the feature net (lower is better); baseline: real train vs real test"),
-    ("cas", "real_acc", "classifiers trained on synthetic only, accuracy on real test (mean of the probe seeds); "
-     "baseline: trained on the real images the generator saw"),
-    ("cas_ratio", None, "CAS / real-trained accuracy"),
-    ("uplift_distill", "uplift_distill_base_acc", "accuracy gain from adding synthetic to a 10% subset of the "
-     "generator's training images (the generator saw more real data than the classifier); baseline: the subset alone"),
-    ("uplift_same_data", "uplift_same_data_base_acc", "accuracy gain from adding synthetic to exactly the real "
-     "images the generator was trained on; baseline: those images alone"),
-    ("uplift_full", "uplift_full_base_acc", "accuracy gain from adding synthetic to the whole real train split"),
-    ("memorization", None, "fraction of samples nearer one of the generator's training images than 1/3 of the "
-     "second nearest"),
-    ("feature_net_test_acc", None, "feature network's accuracy on the real test split"),
-]
+#: (metric, its real-data baseline, meaning): one table for the report and the dataset card
+ROWS = QUALITY_ROWS
 
 
-def render_html(spec: JobSpec, manifest: dict[str, Any], history: list[dict[str, Any]],
+def render_html(spec: JobSpec, manifest: Manifest, history: list[dict[str, Any]],
                 metrics: dict[str, Any] | None, grid: bytes) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
@@ -132,16 +123,16 @@ def render_html(spec: JobSpec, manifest: dict[str, Any], history: list[dict[str,
         for k, b, d in ROWS if k in m)
     gate = m.get("gate_failures")
     verdict = "not measured" if not m else ("passed" if not gate else "FAILED: " + "; ".join(gate))
-    counts = manifest.get("label_counts", {})
+    counts = manifest.label_counts or {}
     spec_yaml = yaml.safe_dump(public_spec(spec), sort_keys=False)  # no credential, wherever it sat
     b64 = base64.b64encode(grid).decode()
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>genpipe report: {html.escape(spec.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
-<h1>{html.escape(spec.name)} &mdash; {html.escape(str(manifest.get('date')))}</h1>
-<p>{manifest.get('num_rows')} images in {len(manifest.get('files', []))} shards, model {html.escape(spec.model.kind)},
-checkpoint <code>{html.escape(str(manifest.get('checkpoint_digest', ''))[:16])}</code>, spec hash
-<code>{html.escape(str(manifest.get('spec_hash', ''))[:16])}</code>. Quality gate: <b>{html.escape(verdict)}</b></p>
+<h1>{html.escape(spec.name)} &mdash; {html.escape(manifest.date)}</h1>
+<p>{manifest.num_rows} images in {manifest.num_shards} shards, model {html.escape(spec.model.kind)},
+checkpoint <code>{html.escape(str(manifest.checkpoint_digest or ''))[:16]}</code>, spec hash
+<code>{html.escape(manifest.spec_hash[:16])}</code>. Quality gate: <b>{html.escape(verdict)}</b></p>
 <h2>Samples (one row per class)</h2><img alt="sample grid" src="data:image/png;base64,{b64}" style="image-rendering:pixelated">
 <h2>Quality</h2><table><tr><th>metric</th><th>generated</th><th>real baseline</th><th>meaning</th></tr>{rows}</table>
 <h2>Training losses</h2>{_svg_curves(history)}
@@ -149,26 +140,14 @@ checkpoint <code>{html.escape(str(manifest.get('checkpoint_digest', ''))[:16])}<
 <h2>Spec</h2><pre>{html.escape(spec_yaml)}</pre></body></html>"""
 
 
-def write_run_artifacts(spec: JobSpec, partition: str, manifest: dict[str, Any], history: list[dict[str, Any]],
+def write_run_artifacts(spec: JobSpec, part: Partition, manifest: Manifest, history: list[dict[str, Any]],
                         metrics: dict[str, Any] | None, data: Any) -> list[str]:
-    """grid.png, report.html and metrics.json under ``<partition>/_report/``; returns their URLs."""
-    from pipeline.publish.storage import join, url_to_fs
-
-    so = spec.storage_options
-    files = [f["path"] if isinstance(f, dict) else f for f in manifest["files"]]
+    """grid.png, report.html and metrics.json in the partition's ``report/``; returns their URLs."""
     per = spec.sample.grid_per_class
-    imgs, labs = read_some(partition, files, per, data.num_classes, so)
+    imgs, labs = read_some(part, [f.path for f in manifest.files], per, data.num_classes)
     grid = grid_png(imgs, labs, data.class_names, per)
-    out = {
+    return part.write_report({
         "grid.png": grid,
         "report.html": render_html(spec, manifest, history, metrics, grid).encode(),
         "metrics.json": json.dumps({"metrics": metrics, "history": history}, indent=1, default=str).encode(),
-    }
-    urls = []
-    for name, data_bytes in out.items():
-        url = join(partition, REPORT_DIR, name)
-        fs, path = url_to_fs(url, so)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe(path, data_bytes)
-        urls.append(url)
-    return urls
+    })

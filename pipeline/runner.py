@@ -8,12 +8,11 @@ manifest matches the spec is reported as already published.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pipeline import __version__
@@ -21,7 +20,6 @@ from pipeline.faults import from_env as faults_from_env
 from pipeline.spec import JobSpec
 
 log = logging.getLogger("genpipe")
-RUN_STATE = ".genpipe-run.json"  # dot-prefixed: invisible to Parquet readers
 
 
 class BadInput(ValueError):
@@ -199,23 +197,6 @@ def check_init_from(spec: JobSpec, data: Any) -> None:
         raise BadInput(msg if msg.startswith("train.init_from") else f"train.init_from: {msg}") from None
 
 
-def _run_state(partition: str, so: dict[str, Any], spec_hash: str) -> dict[str, Any]:
-    """created_at of the partition's first attempt, so a resumed run writes identical rows."""
-    from pipeline.publish.storage import is_local, join, url_to_fs, with_retries
-
-    fs, path = url_to_fs(join(partition, RUN_STATE), so)
-    if fs.exists(path):
-        with fs.open(path, "rb") as f:
-            st = json.loads(f.read())
-        if st.get("spec_hash") == spec_hash:
-            return st
-    st = {"spec_hash": spec_hash, "created_at": datetime.now(UTC).isoformat()}
-    if is_local(partition):  # object stores have no directories (s3fs.makedirs may create a bucket)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with_retries(lambda: fs.pipe(path, json.dumps(st).encode()), what=f"writing {RUN_STATE}")
-    return st
-
-
 def check_cluster(spec: JobSpec) -> None:
     """Fail fast, naming what is missing, instead of pending forever on an impossible request."""
     from pipeline.feasibility import check_snapshot, cluster_snapshot
@@ -237,15 +218,10 @@ def run_job(
 
     from pipeline.data import DataError, load_dataset
     from pipeline.progress import ProgressBoard, Reporter, watch
-    from pipeline.publish.commit import (
-        Provenance,
-        partition_url,
-        read_manifest,
-        remove_stale,
-        unpublish,
-        write_manifest,
-    )
-    from pipeline.publish.writer_lease import PartitionBusy, check_still_held, partition_lease
+    from pipeline.publish.layout import LayoutError
+    from pipeline.publish.partition import Expected, Partition, PublishedCheck, check_layout
+    from pipeline.publish.provenance import Provenance
+    from pipeline.publish.writer_lease import PartitionBusy, check_still_held
     from pipeline.redaction import public_spec
     from pipeline.sample.fanout import ShardContext, sample_shards
     from pipeline.sample.plan import make_plan
@@ -255,21 +231,45 @@ def run_job(
     rep = reporter or Reporter()
     so = spec.storage_options
     spec_hash = spec.spec_hash()
-    partition = partition_url(spec.sample.output, spec.name, date)
+    part = Partition.of(spec.sample.output, spec.name, date, so)
+    partition = part.data_url
+    expected = Expected(spec.sample.total, spec.sample.shard_size)
+    said: set[str] = set()
 
-    def published(man: dict[str, Any] | None) -> RunOutcome | None:
-        """The outcome if ``man`` says this spec already published the partition; BadInput if another did."""
-        if man is None or overwrite:
+    def published(check: PublishedCheck) -> RunOutcome | None:
+        """The outcome if this spec published the partition and its files back the manifest up;
+        None if it has to be (re)written (unpublished, or damaged: repaired); BadInput if another
+        spec published it, or its manifest cannot be read."""
+        if not check.present or overwrite:
             return None
-        if man.get("spec_hash") == spec_hash:
-            rep.message(f"{partition} is already published ({man['num_rows']} rows): nothing to do")
-            return RunOutcome("already-published", partition, man["num_rows"], len(man["files"]),
-                              shards_skipped=len(man["files"]), metrics=man.get("metrics"),
-                              checkpoint=man.get("checkpoint"), attempts=0)
-        raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
+        if check.spec_hash is None:
+            raise BadInput(f"{partition}: its manifest cannot be read ({check.problem}); rerun with --overwrite "
+                           "to replace the partition")
+        if check.spec_hash != spec_hash:
+            raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
+        if check.problem:
+            if check.problem not in said:
+                said.add(check.problem)
+                rep.message(f"{partition} is published but does not check out ({check.problem}): "
+                            "regenerating what is missing")
+            return None
+        man = check.manifest
+        rep.message(f"{partition} is already published ({man.num_rows} rows): nothing to do")
+        return RunOutcome("already-published", partition, man.num_rows, man.num_shards,
+                          shards_skipped=man.num_shards, metrics=man.metrics, checkpoint=man.checkpoint, attempts=0)
 
-    if (done := published(read_manifest(partition, so))) is not None:
-        return done
+    try:
+        check_layout(part.root, so)  # never mix genpipe 0.1's date=D/ partitions with this layout
+        part.check_links()  # never write through a symbolic link inside the dataset folder
+        if (done := published(part.check(expected))) is not None:
+            if part.has_staging():  # temp files a failed write left behind (disk full, a kill)
+                from contextlib import suppress
+
+                with suppress(PartitionBusy), part.lease():
+                    part.clean_staging()
+            return done
+    except LayoutError as exc:
+        raise BadInput(str(exc)) from None
 
     try:
         if spec.dataset.streaming:  # lazy Ray Data datasets: listing and one peek, no full load
@@ -333,18 +333,20 @@ def run_job(
     # every shard carries this run's provenance, and the manifest lists only shards that do
     prov = Provenance(spec_hash, ckpt.digest)
     try:
-        with partition_lease(partition, so) as lease:
-            old = read_manifest(partition, so)
-            if (done := published(old)) is not None:  # published meanwhile by the run that held the lease
+        with part.lease() as lease:
+            now = part.check(expected)
+            if (done := published(now)) is not None:  # published meanwhile by the run that held the lease
                 ray.kill(board)
                 return done
-            if old is not None and (old.get("spec_hash"), old.get("checkpoint_digest")) != prov.key():
-                unpublish(partition, so)  # --overwrite: its files are about to be replaced
-            state = _run_state(partition, so, spec_hash)
-            ctx = ShardContext(partition=partition, job=spec.name, date=date, class_names=data.class_names,
-                               fmt=spec.sample.format, model=spec.model.kind, checkpoint_digest=ckpt.digest,
-                               created_at=datetime.fromisoformat(state["created_at"]), storage_options=so,
-                               faults=faults_from_env(), spec_hash=spec_hash)
+            if now.present and (now.manifest is None or now.problem
+                                or (now.manifest.spec_hash, now.manifest.checkpoint_digest) != prov.key()):
+                part.unpublish()  # --overwrite or a repair: the files it lists are about to change
+            part.clean_staging()  # temp files a failed write left (this run holds the partition)
+            state = part.run_state(spec_hash)
+            ctx = ShardContext(partition=part, class_names=data.class_names, fmt=spec.sample.format,
+                               model=spec.model.kind, checkpoint_digest=ckpt.digest,
+                               created_at=datetime.fromisoformat(state["created_at"]), faults=faults_from_env(),
+                               spec_hash=spec_hash)
             task = rep.task("sample", plan.total, "images")
             skipped = 0
             t0 = time.perf_counter()
@@ -358,17 +360,15 @@ def run_job(
             sample_seconds = time.perf_counter() - t0
             from pipeline.report import write_run_artifacts
 
-            check_still_held(lease, partition, so)
-            manifest = write_manifest(partition, infos, spec_hash=spec_hash, code_version=__version__,
-                                      job=spec.name, date=date, num_images=plan.total,
-                                      class_names=data.class_names, metrics=metrics,
-                                      extra={"checkpoint": ckpt.url, "checkpoint_digest": ckpt.digest,
-                                             "model": spec.model.kind, "format": spec.sample.format,
-                                             "spec": public_spec(spec), "train_epochs": cur.train.epochs},
-                                      storage_options=so, provenance=prov)
-            remove_stale(partition, {i.path for i in infos}, so)  # shards of other plans, .staging
-            files = write_run_artifacts(cur, partition, manifest, tres.history, metrics, data)
-    except PartitionBusy as exc:
+            check_still_held(lease, part)
+            # the manifest last (over shards that are all this run's), stale shards and staging
+            # removed, the dataset card rewritten
+            manifest = part.publish(infos, provenance=prov, spec_hash=spec_hash, code_version=__version__,
+                                    num_images=plan.total, class_names=data.class_names, metrics=metrics,
+                                    checkpoint=ckpt.url, checkpoint_digest=ckpt.digest, model=spec.model.kind,
+                                    fmt=spec.sample.format, spec=public_spec(spec), train_epochs=cur.train.epochs)
+            files = write_run_artifacts(cur, part, manifest, tres.history, metrics, data)
+    except (PartitionBusy, LayoutError) as exc:
         raise BadInput(str(exc)) from None
     rows = sum(i.rows for i in infos)
     rep.message(f"published {rows} rows in {len(infos)} shards to {partition} "

@@ -68,18 +68,25 @@ def fspec(storage: Path | str, output: str | Path, **over: Any) -> JobSpec:
 
 
 def read_partition(partition: str, so: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
-    """(manifest, table sorted by id) of a published partition, read through its manifest."""
+    """(manifest as JSON, table sorted by id) of a published partition (the URL of its data
+    folder), read through its manifest."""
     import pyarrow as pa
 
-    from pipeline.publish.storage import join, url_to_fs
+    from pipeline.publish.partition import Partition
 
-    fs, path = url_to_fs(partition, so)
-    man = json.loads(fs.cat_file(join(path, "manifest.json")))
+    part = Partition.from_url(partition, so)
+    man = part.read_manifest()
     tables = []
-    for f in man["files"]:
-        with fs.open(join(path, f["path"]), "rb") as fh:
+    for f in man.files:
+        with part.fs.open(part.data_file(f.path), "rb") as fh:
             tables.append(pq.read_table(fh))
-    return man, pa.concat_tables(tables).sort_by("id")
+    return man.to_json(), pa.concat_tables(tables).sort_by("id")
+
+
+def partition_of(partition: str) -> Any:
+    from pipeline.publish.partition import Partition
+
+    return Partition.from_url(partition)
 
 
 def assert_complete_and_equal(man: dict[str, Any], table: Any, baseline: Any) -> None:
@@ -125,10 +132,9 @@ def test_a_sampling_actor_killed_mid_shard_costs_a_retry_not_a_row(ray_local, ba
     assert out.status == "published" and out.rows == N and out.shards == NSHARDS
     man, table = read_partition(out.partition)
     assert_complete_and_equal(man, table, baseline[1])
-    names = set(os.listdir(out.partition))
     shards = {f"part-{i:05d}-of-{NSHARDS:05d}.parquet" for i in range(NSHARDS)}
-    assert names - shards <= {"manifest.json", "_report", ".genpipe-run.json"}, names  # no strays
-    assert shards <= names
+    assert set(os.listdir(out.partition)) == shards  # no strays: the data folder holds the shards only
+    assert set(os.listdir(partition_of(out.partition).state_path)) == {"manifest.json", "report", "run.json"}
 
 
 def test_a_corrupted_shard_in_an_output_being_resumed_is_regenerated(ray_local, baseline):
@@ -138,12 +144,96 @@ def test_a_corrupted_shard_in_an_output_being_resumed_is_regenerated(ray_local, 
     assert len(original) == NSHARDS
     victim = part / f"part-00002-of-{NSHARDS:05d}.parquet"
     victim.write_bytes(original[victim.name][: len(original[victim.name]) // 2])  # truncated
-    (part / "manifest.json").unlink()  # the partition is unpublished: the run resumes
+    Path(partition_of(out.partition).manifest_path).unlink()  # the partition is unpublished: the run resumes
 
     again = run_job(spec, DATE)
     assert again.status == "published" and again.rows == N
     assert again.shards_skipped == NSHARDS - 1  # the five intact shards were kept
     assert {f.name: f.read_bytes() for f in sorted(part.glob("part-*.parquet"))} == original  # same bytes
+
+
+def _copy_published(baseline: Any, tmp_path: Path) -> tuple[JobSpec, Any]:
+    """The published baseline copied to a fresh output (as a user has it), its spec, its partition."""
+    from pipeline.publish.partition import Partition
+
+    out, _, spec = baseline
+    shutil.copytree(partition_of(out.partition).root_path, tmp_path / "out" / spec.name)
+    return fspec(spec.storage, tmp_path / "out"), Partition.of(str(tmp_path / "out"), spec.name, DATE)
+
+
+def test_a_published_partition_with_a_deleted_and_a_truncated_shard_is_repaired(ray_local, baseline, tmp_path):
+    """Issue 13, item 4: the rerun said "already-published" and exited 0, and `genpipe inspect` then
+    failed. It now checks the files against the manifest and regenerates what is missing."""
+    spec, part = _copy_published(baseline, tmp_path)
+    data = Path(part.data_path)
+    original = {f.name: f.read_bytes() for f in sorted(data.glob("part-*.parquet"))}
+    names = sorted(original)
+    (data / names[1]).unlink()
+    (data / names[4]).write_bytes(original[names[4]][:-100])
+    check = part.check()
+    assert check.present and check.problem and names[1] in check.problem
+    again = run_job(spec, DATE)
+    assert again.status == "published" and again.rows == N and again.shards_skipped == NSHARDS - 2
+    assert {f.name: f.read_bytes() for f in sorted(data.glob("part-*.parquet"))} == original  # same bytes
+    man, table = read_partition(again.partition)
+    assert_complete_and_equal(man, table, baseline[1])
+    from pipeline.publish import open_dataset
+
+    assert len(open_dataset(again.partition)) == N  # what `genpipe inspect` reads
+    assert run_job(spec, DATE).status == "already-published"
+
+
+@pytest.mark.parametrize("edit", ["num_rows", "consistent"])
+def test_an_edited_manifest_row_count_is_not_trusted(ray_local, baseline, tmp_path, edit):
+    spec, part = _copy_published(baseline, tmp_path)
+    path = Path(part.manifest_path)
+    doc = json.loads(path.read_text())
+    if edit == "num_rows":
+        doc["num_rows"] = 999
+    else:  # every count edited to agree with each other: only the files and the plan disagree
+        doc["files"][0]["rows"] += 1
+        doc["num_rows"] += 1
+        doc["num_images"] += 1
+    path.write_text(json.dumps(doc))
+    assert not part.check().ok
+    again = run_job(spec, DATE)
+    assert again.status == "published" and again.shards_skipped == NSHARDS  # the shards were fine
+    man, table = read_partition(again.partition)
+    assert_complete_and_equal(man, table, baseline[1])
+
+
+def test_a_leftover_temp_file_is_removed_by_a_rerun_of_a_published_partition(ray_local, baseline, tmp_path):
+    """Issue 13 (low): a partial temp file stayed in .staging/ after a disk-full failure, even
+    after a successful rerun."""
+    spec, part = _copy_published(baseline, tmp_path)
+    staging = Path(part.staging_path)
+    staging.mkdir()
+    (staging / f"part-00003-of-{NSHARDS:05d}.parquet.0123abcd").write_bytes(b"PAR1 partial")
+    assert run_job(spec, DATE).status == "already-published"
+    assert not staging.exists()
+
+
+@pytest.mark.parametrize("planted", ["report", "run.json"])
+def test_a_symlink_inside_the_partition_is_refused_before_any_work(storage, tmp_path, planted):
+    """Issue 13, item 3: a symlinked _report/ received the report outside the partition, and a
+    symlinked .genpipe-run.json had its outside target overwritten."""
+    from pipeline.publish.partition import Partition
+
+    part = Partition.of(str(tmp_path / "out"), "faults", DATE)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.json").write_text("keep me")
+    Path(part.state_path).mkdir(parents=True)
+    if planted == "report":
+        Path(part.report_path).symlink_to(outside, target_is_directory=True)
+    else:
+        Path(part.run_state_path).symlink_to(outside / "precious.json")
+    spec_path = _write_spec(tmp_path / "job.yaml", spec_dict(storage, str(tmp_path / "out")))
+    res = _cli(["run", spec_path, "--date", DATE])
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("genpipe: error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and "symbolic link" in errors[0], res.output
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.json"]
+    assert (outside / "precious.json").read_text() == "keep me"
 
 
 # ----------------------------------------------------------------------------------- provenance
@@ -168,15 +258,15 @@ def assert_rows_are_the_runs_own(partition: str, spec: JobSpec) -> tuple[dict[st
     for f in man["files"]:
         prov = footer_provenance(pq.read_metadata(Path(partition) / f["path"]).metadata)
         assert (prov["spec_hash"], prov["checkpoint_digest"]) == (man["spec_hash"], man["checkpoint_digest"])
-    assert sorted(p.name for p in Path(partition).iterdir() if not p.name.startswith((".", "_"))) == \
-        sorted([f["path"] for f in man["files"]] + ["manifest.json"])  # no strays, no lease left behind
+    assert sorted(p.name for p in Path(partition).iterdir()) == sorted(f["path"] for f in man["files"])  # no strays
+    state = Path(partition_of(partition).state_path)
+    assert not (state / "lease.json").exists() and not (state / "staging").exists()  # released, cleaned
     return man, table
 
 
 def test_overwrite_after_a_seed_change_republishes_rows_with_the_new_seeds(ray_local, baseline, tmp_path):
     out, old_table, spec = baseline
-    target = tmp_path / "out" / spec.name / f"date={DATE}"
-    shutil.copytree(out.partition, target)  # the published baseline, as a user has it
+    shutil.copytree(partition_of(out.partition).root_path, tmp_path / "out" / spec.name)  # as a user has it
     reseeded = fspec(spec.storage, tmp_path / "out", sample={"seed": 4242})
     assert plan_seeds(reseeded) != plan_seeds(spec)
     with pytest.raises(BadInput, match="--overwrite"):
@@ -189,18 +279,19 @@ def test_overwrite_after_a_seed_change_republishes_rows_with_the_new_seeds(ray_l
 
 def test_a_rerun_after_a_crash_before_the_manifest_with_a_new_train_config_carries_its_checkpoint(
         ray_local, baseline, storage, tmp_path, monkeypatch):
-    import pipeline.publish.commit as commit
+    import pipeline.publish.partition as partition
 
     def crash(*a: Any, **k: Any) -> None:
         raise KeyboardInterrupt("the driver died before the manifest")
 
-    monkeypatch.setattr(commit, "write_manifest", crash)
+    monkeypatch.setattr(partition, "write_manifest", crash)
     with pytest.raises(KeyboardInterrupt):
         run_job(fspec(storage, tmp_path / "out"), DATE)
     monkeypatch.undo()
-    part = Path(tmp_path / "out" / "faults" / f"date={DATE}")
-    assert len(list(part.glob("part-*.parquet"))) == NSHARDS and not (part / "manifest.json").exists()
-    assert not (part / ".genpipe-lease.json").exists()  # released on the way out
+    part = partition.Partition.of(str(tmp_path / "out"), "faults", DATE)
+    assert len(list(Path(part.data_path).glob("part-*.parquet"))) == NSHARDS
+    assert not Path(part.manifest_path).exists()
+    assert not Path(part.lease_path).exists()  # released on the way out
 
     retrained = fspec(storage, tmp_path / "out", train={"epochs": 2})
     again = run_job(retrained, DATE)
@@ -362,7 +453,8 @@ def test_a_killed_driver_resumes_when_the_same_command_runs_again(tmp_path):
     assert history[0] == first_state["history"][0]
     printed = re.findall(r"epoch (\d+)/6", second.stdout + second.stderr)  # rank 0's lines, via Ray's log
     assert printed and "1" not in printed, printed  # the second worker loop began after epoch 1
-    man = json.loads((tmp_path / "out" / "driver-kill" / f"date={DATE}" / "manifest.json").read_text())
+    man = json.loads((tmp_path / "out" / "driver-kill" / "_genpipe" / f"logical_date={DATE}" / "manifest.json"
+                      ).read_text())
     assert man["num_rows"] == 100 and man["checkpoint"] == done["checkpoint"]
 
 
@@ -482,8 +574,9 @@ def test_a_lasting_storage_outage_fails_cleanly_and_a_rerun_completes(ray_local,
     from pipeline.publish.commit import verify_shard
 
     keys = s3.keys(prefix)
-    part = f"s3://{BUCKET}/{prefix}/faults/date={DATE}"
-    assert "manifest.json" not in [k.rsplit("/", 1)[-1] for k in keys], keys
+    part = f"s3://{BUCKET}/{prefix}/faults/data/logical_date={DATE}"
+    state = f"faults/_genpipe/logical_date={DATE}"
+    assert f"{state}/manifest.json" not in keys and "faults/README.md" not in keys, keys
     shard_keys = [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-")]
     for k in shard_keys:
         i = int(k.rsplit("/", 1)[-1][5:10])
@@ -491,8 +584,7 @@ def test_a_lasting_storage_outage_fails_cleanly_and_a_rerun_completes(ray_local,
     assert len(shard_keys) < NSHARDS
     # besides the run state, the writer lease may be left: the store was down when the run let go of
     # it (the rerun below, on this machine, takes it over at once: its holder has ended)
-    assert set(keys) - {f"faults/date={DATE}/{k.rsplit('/', 1)[-1]}" for k in shard_keys} - \
-        {f"faults/date={DATE}/.genpipe-lease.json"} == {f"faults/date={DATE}/.genpipe-run.json"}, keys
+    assert set(keys) - set(shard_keys) - {f"{state}/lease.json"} == {f"{state}/run.json"}, keys
 
     # the store is back: the same command completes, keeping what was committed
     second = _cli(["run", spec_path, "--date", DATE])
@@ -500,7 +592,7 @@ def test_a_lasting_storage_outage_fails_cleanly_and_a_rerun_completes(ray_local,
     assert f"published: {N} rows, {NSHARDS} shards" in second.stdout
     man, table = read_partition(part, s3.direct)
     assert_complete_and_equal(man, table, baseline[1])
-    assert f"faults/date={DATE}/.genpipe-lease.json" not in s3.keys(prefix)
+    assert f"{state}/lease.json" not in s3.keys(prefix)
 
 
 def test_an_output_bucket_that_does_not_exist_is_one_line_exit_2_and_is_not_created(ray_local, baseline,

@@ -15,12 +15,12 @@ pytestmark = pytest.mark.ray
 
 
 def _read_partition(partition: str):
-    import json
-    from pathlib import Path
+    """(manifest as JSON, table) of a published partition, from its data folder's URL."""
+    from pipeline.publish.partition import Partition
 
-    man = json.loads((Path(partition) / "manifest.json").read_text())
-    files = [Path(partition) / (f["path"] if isinstance(f, dict) else f) for f in man["files"]]
-    return man, pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
+    part = Partition.from_url(partition)
+    man = part.read_manifest()
+    return man.to_json(), pq.ParquetDataset([part.data_file(f.path) for f in man.files]).read()
 
 
 def test_job_end_to_end_and_rerun_is_a_no_op(ray_local, tiny_spec, tmp_path):
@@ -38,9 +38,15 @@ def test_job_end_to_end_and_rerun_is_a_no_op(ray_local, tiny_spec, tmp_path):
         assert img.size == (8, 8) and img.mode == "L"
     assert set(table.column("date").to_pylist()) == {"2026-02-03"}
     assert set(table.column("model").to_pylist()) == {"dcgan"}
+    root = tmp_path / "datasets" / "e2e"
     for name in ("report.html", "grid.png", "metrics.json"):
-        assert (tmp_path / "datasets" / "e2e" / "date=2026-02-03" / "_report" / name).stat().st_size > 0
-    assert not list((tmp_path / "datasets").rglob(".staging*/*"))
+        assert (root / "_genpipe" / "logical_date=2026-02-03" / "report" / name).stat().st_size > 0
+    assert out.partition == str(root / "data" / "logical_date=2026-02-03")
+    assert sorted(p.name for p in (root / "data" / "logical_date=2026-02-03").iterdir()) == \
+        [f"part-{i:05d}-of-00003.parquet" for i in range(3)]  # the data folder: Parquet only
+    assert sorted(p.name for p in (root / "_genpipe" / "logical_date=2026-02-03").iterdir()) == \
+        ["manifest.json", "report", "run.json"]  # no staging left, lease released
+    assert "config_name: '2026-02-03'" in (root / "README.md").read_text()
 
     again = run_job(spec, "2026-02-03")
     assert again.status == "already-published" and again.rows == 250

@@ -372,6 +372,55 @@ def test_retention_after_success_only(state_url):
     assert state.live_dates() == {date(2025, 1, 3), date(2025, 1, 4)} and date(2025, 1, 1) in state.done_dates()
 
 
+def test_retention_goes_through_partition_manifest_first_and_updates_the_card(tmp_path, state_url, monkeypatch):
+    """The default list / remove of run_due (what ``genpipe schedule run-due`` uses): published
+    partitions only, removal through Partition.remove (the manifest before any data file), the
+    dataset card rewritten; a stray folder with an impossible date does not stop it."""
+    import numpy as np
+
+    from pipeline.publish.partition import Partition
+    from pipeline.publish.provenance import Provenance
+    from pipeline.publish.schema import build_table
+    from pipeline.schedule.run import job_partitions
+
+    out = str(tmp_path / "out")
+    spec = JobSpec(name="nightly", schedule=ScheduleSpec(cron="0 2 * * *", retention=2),
+                   sample={"output": out, "num_images": 4, "shard_size": 4})
+    prov = Provenance("p" * 64, "c" * 64)
+
+    def run_one(d: date) -> None:  # a tiny publish of the date, as a job would
+        part = Partition.of(out, spec.name, d.isoformat())
+        t = build_table(np.zeros((4, 2, 2, 1), np.uint8), [0, 1, 0, 1], [1, 2, 3, 4],
+                        [f"nightly/{d}/{i}" for i in range(4)], 0, class_names=["a", "b"], model="m",
+                        checkpoint="c", job=spec.name, date=d.isoformat(), created_at=None)
+        part.publish([part.write_shard(0, 1, t, provenance=prov)], provenance=prov, spec_hash=prov.spec_hash,
+                     code_version="0", num_images=4, class_names=["a", "b"])
+
+    (tmp_path / "out" / "nightly" / "_genpipe" / "logical_date=2026-13-01").mkdir(parents=True)  # stray
+    removed_first: list[str] = []
+    real_remove = Partition.remove
+
+    def remove(self: Partition) -> None:
+        import os
+
+        removed_first.append("manifest" if not os.path.exists(self.manifest_path) else "files")
+        real_remove(self)
+        assert not os.path.exists(self.manifest_path) and not os.path.exists(self.data_path)
+
+    for day in (1, 2, 3):
+        res = run_due(spec, now=utc(2025, 1, day, 3), run_one=run_one, state_url=state_url)
+        assert not res.failed, res.failed
+    list_partitions, _ = job_partitions(spec)
+    assert list_partitions() == [date(2025, 1, 2), date(2025, 1, 3)]
+    assert res.removed_partitions == ["2025-01-01"]
+    card = (tmp_path / "out" / "nightly" / "README.md").read_text()
+    assert "config_name: '2025-01-03'" in card and "2025-01-01" not in card
+    monkeypatch.setattr(Partition, "remove", remove)
+    res = run_due(spec, now=utc(2025, 1, 4, 3), run_one=run_one, state_url=state_url)
+    assert res.removed_partitions == ["2025-01-02"] and removed_first == ["files"]  # called while published
+    assert not (tmp_path / "out" / "nightly" / "data" / "logical_date=2025-01-02").exists()
+
+
 # ---------------------------------------------------------------- install snippets
 def test_emit_crontab():
     out = emit(job(timezone="Europe/Berlin"), "crontab", spec_path="/srv/jobs/night ly.yaml",

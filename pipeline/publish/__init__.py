@@ -4,9 +4,12 @@
 * :mod:`.schema`     the Arrow schema (Hugging Face ``Image``/``ClassLabel``), PNG encoding, shard tables
 * :mod:`.parquet_io` Parquet writer settings (row groups by bytes, compression, page index) and checks
 * :mod:`.atomic`     create-only and replace writes (local disk, S3 ``If-None-Match``, emulation)
-* :mod:`.layout`     shard file names, partition URLs, ShardInfo
-* :mod:`.commit`     exactly-once shard commit (the whole commit API is importable from here)
-* :mod:`.manifest`   ``manifest.json`` written last; resume / overwrite / retention helpers
+* :mod:`.layout`     the dataset folder: card, ``data/logical_date=D/``, ``_genpipe/logical_date=D/``; names
+* :mod:`.partition`  :class:`Partition`: run state, shards, resume, publish, verify, list, remove
+* :mod:`.commit`     exactly-once shard commit, verified by reading back
+* :mod:`.manifest`   :class:`Manifest` (``manifest.json``, written last) and its checks
+* :mod:`.card`       the dataset card ``README.md`` (Hugging Face ``dataset_info`` / ``configs``)
+* :mod:`.migrate`    moving genpipe 0.1 partitions (``date=D/``) into this layout
 * :mod:`.reader`     :func:`open_dataset`: a consistent view for pyarrow, torch and Hugging Face
 * :mod:`.torch_data` the map-style torch Dataset behind ``SyntheticDataset.torch()``
 """
@@ -15,12 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["open_dataset", "SyntheticDataset"]
+__all__ = ["open_dataset", "SyntheticDataset", "Partition", "Manifest"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing the package must stay cheap
-    if name in __all__:
+    if name in ("open_dataset", "SyntheticDataset"):
         from pipeline.publish import reader
 
         return getattr(reader, name)
+    if name in ("Partition", "Manifest"):
+        from pipeline.publish import manifest, partition
+
+        return getattr(partition if name == "Partition" else manifest, name)
     raise AttributeError(name)

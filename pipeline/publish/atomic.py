@@ -5,7 +5,7 @@ complete writer wins and every later one gets ``FileExistsError`` (then verifies
 the winner's file). No reader ever sees a partial file.
 
 =================  ==========================================================================
-local disk         write ``<dir>/.staging/<name>.<uuid>``, fsync, then ``os.link`` it to the
+local disk         write ``<staging>/<name>.<uuid>``, fsync, then ``os.link`` it to the
                    final name (atomic, fails if the name exists), fsync the directory. Where
                    hard links are not supported, check-then-``os.replace`` (a tiny race
                    between two writers of the same deterministic shard; either file is whole).
@@ -20,8 +20,15 @@ anything else      emulated: exists? -> write a temp key under ``.staging/`` -> 
                    same file is written twice.
 =================  ==========================================================================
 
-replace (:func:`put_replace`, for the manifest): local ``os.replace`` from ``.staging``; on
-object stores one whole-object PUT, which is atomic (readers see the old or the new object).
+replace (:func:`put_replace`, for the manifest, run state, report and dataset card): local
+``os.replace`` from the staging folder (which replaces a symbolic link at the target rather than
+writing through it); on object stores one whole-object PUT, which is atomic (readers see the old
+or the new object).
+
+The staging folder is the partition's ``_genpipe/logical_date=D/staging/`` (outside every
+reader's data glob, on the same filesystem as the data folder, so a hard link works). A temp
+file whose write fails (disk full) is removed at once; :meth:`Partition.clean_staging` removes
+what a killed process left.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ import fsspec
 
 from pipeline.publish.storage import join, protocol_of
 
-STAGING_DIR = ".staging"
 NATIVE_CREATE_ONLY = {"s3", "s3a", "memory"}
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
 _NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
@@ -70,10 +76,15 @@ def _write_local_tmp(path: str, data: bytes, staging: str) -> str:
             if attempt == 2:
                 raise
             continue
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # disk full, I/O error, interrupt: never leave a partial temp file behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return tmp
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -1,4 +1,27 @@
-"""Names and places of a published partition: shard file names, the partition URL, ShardInfo."""
+"""Where a published dataset's files live: the one place that names every folder and file.
+
+A job's dataset root, ``<sample.output>/<job>/``, follows the Hugging Face Hub convention (a
+dataset card at the root, data files in a folder of their own, tool state elsewhere)::
+
+    README.md                                   dataset card: YAML dataset_info + configs, prose
+    data/logical_date=2026-11-25/               Parquet only: what every reader is pointed at
+        part-00000-of-00003.parquet ...
+    _genpipe/logical_date=2026-11-25/           genpipe's own state for that date, outside every data glob
+        manifest.json                           written last: files, rows, sha256, spec hash, metrics
+        run.json                                the partition's first attempt (created_at), by spec hash
+        lease.json                              the writer lease while a run holds the partition
+        staging/                                temporary files of atomic writes (local disk, emulation)
+        report/report.html grid.png metrics.json
+
+The folder key is ``logical_date``, not ``date``: every file keeps ``date`` as a real string
+column (Hugging Face ``datasets`` ignores hive folders), and a hive key of the same name would
+clash with it in readers that infer it as ``dictionary<string>`` (pandas, ``pyarrow.parquet``).
+Hive-aware readers add ``logical_date`` beside ``date`` (same values; their own type).
+
+Before this layout (genpipe 0.1), ``<root>/date=D/`` held the shards together with
+``manifest.json``, ``.genpipe-run.json`` and ``_report/``: :func:`parse_old_date_dir` recognises
+such a folder so that it is migrated or refused, never mixed with this layout.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +33,39 @@ from typing import Any
 from pipeline.publish.schema import check_date
 from pipeline.publish.storage import SafeMessage, join, url_to_fs
 
+DATA_DIR = "data"
+STATE_DIR = "_genpipe"
+CARD_NAME = "README.md"
+DATE_KEY = "logical_date"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+RUN_STATE_NAME = "run.json"
+LEASE_NAME = "lease.json"
+REPORT_DIR = "report"
+STAGING_DIR = "staging"
 SHARD_RE = re.compile(r"^part-(\d{5,})-of-(\d{5,})\.parquet$")
 _JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_DATE_DIR_RE = re.compile(rf"^{DATE_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
+_OLD_DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+#: what a genpipe 0.1 partition folder held besides its shards
+OLD_SIDECARS = ("manifest.json", ".genpipe-run.json", ".genpipe-lease.json", "_report", ".staging")
 
 
 class ManifestError(ValueError, SafeMessage):
     """A manifest that cannot be used (unreadable, or inconsistent with its shards)."""
 
 
+class LayoutError(ValueError, SafeMessage):
+    """A dataset folder that is not in this layout (an older genpipe's, or not genpipe's), or a
+    symbolic link where genpipe writes. Exit code 2: the input has to change."""
+
+    exit_code = 2
+
+
 @dataclass
 class ShardInfo:
-    """One committed shard file. ``path`` is relative to the partition; ``label_counts``
-    (rows per label) feeds the manifest's ``label_counts`` and is not written per file."""
+    """One committed shard file. ``path`` is its file name inside the partition's data folder;
+    ``label_counts`` (rows per label) feeds the manifest's ``label_counts``."""
 
     index: int
     path: str
@@ -50,14 +92,86 @@ def parse_shard_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def partition_url(output_url: str, job: str, date: str) -> str:
-    """``<output>/<job>/date=<YYYY-MM-DD>`` (hive-style partition on the logical date)."""
+def check_job(job: str) -> str:
     if not isinstance(job, str) or not _JOB_RE.match(job) or ".." in job:
         raise ValueError(f"job name {job!r} cannot be a path component")
-    return join(output_url, job, f"date={check_date(date)}")
+    return job
 
 
-def partition_fs(partition: str, so: Mapping[str, Any] | None) -> tuple[Any, str]:
-    """(filesystem, partition path without a trailing slash)."""
-    fs, path = url_to_fs(partition, so)
+def date_dir(date: str) -> str:
+    """``logical_date=YYYY-MM-DD``: the folder of one logical date (data and state alike)."""
+    return f"{DATE_KEY}={check_date(date)}"
+
+
+def parse_date_dir(name: str) -> str | None:
+    """The date of a :func:`date_dir` folder name, or None if ``name`` is not one."""
+    m = _DATE_DIR_RE.match(name)
+    if not m:
+        return None
+    try:
+        return check_date(m.group(1))
+    except ValueError:
+        return None
+
+
+def parse_old_date_dir(name: str) -> str | None:
+    """The date of a genpipe 0.1 partition folder (``date=YYYY-MM-DD``), or None."""
+    m = _OLD_DATE_DIR_RE.match(name)
+    if not m:
+        return None
+    try:
+        return check_date(m.group(1))
+    except ValueError:
+        return None
+
+
+def dataset_root(output_url: str, job: str) -> str:
+    """``<output>/<job>``: the dataset root (card, ``data/``, ``_genpipe/``)."""
+    return join(output_url, check_job(job))
+
+
+def data_url(root: str, date: str) -> str:
+    """``<root>/data/logical_date=D``: one date's Parquet files."""
+    return join(root, DATA_DIR, date_dir(date))
+
+
+def state_url(root: str, date: str) -> str:
+    """``<root>/_genpipe/logical_date=D``: one date's manifest, run state, lease, staging and report."""
+    return join(root, STATE_DIR, date_dir(date))
+
+
+def partition_url(output_url: str, job: str, date: str) -> str:
+    """The data folder of one published date (``<output>/<job>/data/logical_date=D``)."""
+    return data_url(dataset_root(output_url, job), date)
+
+
+def locate(url: str) -> tuple[str, str | None]:
+    """(dataset root, date or None) of a URL naming a dataset root, a partition's data folder
+    (``.../data/logical_date=D``) or its state folder (``.../_genpipe/logical_date=D``).
+
+    LayoutError for a genpipe 0.1 partition folder (``.../date=D``)."""
+    u = str(url).rstrip("/")
+    head, _, last = u.rpartition("/")
+    if parse_old_date_dir(last):
+        raise LayoutError(old_layout_message(head or ".", [last]))
+    d = parse_date_dir(last)
+    if d is not None:
+        root, _, middle = head.rpartition("/")
+        if middle in (DATA_DIR, STATE_DIR) and root:
+            return root, d
+    if last in (DATA_DIR, STATE_DIR) and head:
+        return head, None
+    return u, None
+
+
+def old_layout_message(root: str, names: list[str]) -> str:
+    shown = ", ".join(sorted(names)[:3]) + (" ..." if len(names) > 3 else "")
+    return (f"{root} holds partition folders in genpipe's old layout ({shown}: shards beside manifest.json); "
+            f"this genpipe writes {DATA_DIR}/{DATE_KEY}=D/ and {STATE_DIR}/{DATE_KEY}=D/ instead and will not "
+            f"mix the two. Move them with `genpipe migrate {root}` (or delete them), then run again")
+
+
+def partition_fs(url: str, so: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """(filesystem, path without a trailing slash) of a URL."""
+    fs, path = url_to_fs(url, so)
     return fs, path.rstrip("/")

@@ -1,5 +1,11 @@
-"""``manifest.json``: written last, it is what makes a partition published; plus the
-resume / overwrite / retention helpers that look at a partition as a whole."""
+"""``manifest.json``: written last, it is what makes a partition published.
+
+:class:`Manifest` is the manifest as a typed value; :func:`Manifest.from_json` refuses one that
+is inconsistent in itself (an edited row count, a missing shard index, a path that leaves the
+partition), naming the file. The manifest lives in the partition's state folder
+(``_genpipe/logical_date=D/manifest.json``); its ``files`` are names inside the partition's data
+folder (``data/logical_date=D/``).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,25 @@ import math
 import posixpath
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.publish.atomic import STAGING_DIR, put_replace, remove_empty_dir
+from pipeline.publish.atomic import put_replace, remove_empty_dir
 from pipeline.publish.layout import (
-    MANIFEST_NAME,
     MANIFEST_VERSION,
-    SHARD_RE,
     ManifestError,
     ShardInfo,
+    check_job,
     parse_shard_name,
+    shard_name,
 )
-from pipeline.publish.layout import partition_fs as _fs
 from pipeline.publish.provenance import Provenance, metadata_of_file
 from pipeline.publish.schema import check_date
-from pipeline.publish.storage import join, redact, redact_obj, safe_join, storage_errors, with_retries
+from pipeline.publish.storage import redact, redact_obj, safe_join, storage_errors, with_retries
+
+if TYPE_CHECKING:
+    from pipeline.publish.partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -47,110 +56,216 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _check_shards(shards: Sequence[ShardInfo], num_images: int) -> tuple[list[ShardInfo], int]:
+@dataclass
+class Manifest:
+    """One published partition: its files (in shard order) and what produced them."""
+
+    job: str
+    date: str
+    files: list[ShardInfo]
+    class_names: list[str]
+    spec_hash: str
+    code_version: str
+    num_images: int
+    published_at: str = ""
+    metrics: dict[str, Any] | None = None
+    label_counts: dict[str, int] | None = None
+    checkpoint: str | None = None
+    checkpoint_digest: str | None = None
+    model: str | None = None
+    format: str | None = None
+    spec: dict[str, Any] | None = None
+    train_epochs: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = MANIFEST_VERSION
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def provenance(self) -> Provenance | None:
+        return Provenance(self.spec_hash, self.checkpoint_digest) if self.checkpoint_digest else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key of the manifest's JSON (for code that reads it as the file's mapping)."""
+        return self.to_json().get(key, default)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format_version": self.format_version, "job": self.job, "date": self.date,
+                               "num_rows": self.num_rows, "num_images": self.num_images,
+                               "num_shards": self.num_shards, "class_names": list(self.class_names),
+                               "spec_hash": self.spec_hash, "code_version": self.code_version,
+                               "published_at": self.published_at, "files": [f.to_json() for f in self.files],
+                               "metrics": self.metrics}
+        for k in ("label_counts", "checkpoint", "checkpoint_digest", "model", "format", "spec", "train_epochs"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "manifest.json") -> Manifest:
+        """The manifest in ``obj`` (parsed JSON); ManifestError naming ``where`` if it is not a
+        consistent genpipe manifest (ValueError for a file path that would leave the partition)."""
+        def bad(msg: str) -> ManifestError:
+            return ManifestError(f"{where}: {msg}")
+
+        if not isinstance(obj, dict) or not isinstance(obj.get("files"), list):
+            raise bad("not a genpipe manifest (no 'files' list)")
+        for i, f in enumerate(obj["files"]):
+            if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+                raise bad(f"files[{i}] has no 'path'")
+            safe_join("partition", f["path"])  # refuse paths that escape, before anything else
+        files = []
+        for i, f in enumerate(obj["files"]):
+            try:
+                files.append(ShardInfo(int(f["index"]), f["path"], int(f["rows"]), int(f["bytes"]), str(f["sha256"])))
+            except (KeyError, TypeError, ValueError):
+                raise bad(f"files[{i}] ({f['path']}) lacks index, rows, bytes or sha256") from None
+        files.sort(key=lambda s: s.index)
+        problem = shards_problem(files, obj.get("num_images"))
+        if problem:
+            raise bad(problem)
+        for k in ("num_rows", "num_shards"):
+            want = sum(s.rows for s in files) if k == "num_rows" else len(files)
+            if k in obj and obj[k] != want:
+                raise bad(f"{k} is {obj[k]!r} but its files hold {want}")
+        try:
+            job, date = check_job(obj["job"]), check_date(obj["date"])
+            names = [str(c) for c in obj["class_names"]]
+            spec_hash = str(obj["spec_hash"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"missing or bad job, date, class_names or spec_hash ({exc})") from None
+        known = {f.name for f in fields(cls)} - {"files", "extra", "num_images", "class_names", "job", "date",
+                                                 "spec_hash"}
+        derived = {"num_rows", "num_shards", "files", "num_images", "class_names", "job", "date", "spec_hash"}
+        kw = {k: obj[k] for k in known if k in obj}
+        kw.setdefault("code_version", "")
+        return cls(job=job, date=date, files=files, class_names=names, spec_hash=spec_hash,
+                   num_images=int(obj["num_images"]), extra={k: v for k, v in obj.items()
+                                                             if k not in known and k not in derived}, **kw)
+
+
+def shards_problem(shards: Sequence[ShardInfo], num_images: Any) -> str | None:
+    """What is wrong with a partition's shard list (None if it is exactly shards 0..n-1 of one
+    plan, named by :func:`shard_name`, holding ``num_images`` rows)."""
     if not shards:
-        raise ManifestError("no shards to publish")
+        return "no shards"
     ordered = sorted(shards, key=lambda s: s.index)
     parsed = [parse_shard_name(s.path) for s in ordered]
     if any(p is None for p in parsed):
-        raise ManifestError(f"not shard file names: {[s.path for s, p in zip(ordered, parsed, strict=True) if not p]}")
+        return f"not shard file names: {[s.path for s, p in zip(ordered, parsed, strict=True) if not p][:10]}"
     counts = {p[1] for p in parsed if p}
     if len(counts) != 1:
-        raise ManifestError(f"shards of different plans (of-N values {sorted(counts)})")
+        return f"shards of different plans (of-N values {sorted(counts)})"
     n = counts.pop()
     if [p[0] for p in parsed if p] != list(range(n)) or [s.index for s in ordered] != list(range(n)):
-        raise ManifestError(f"shards must be exactly 0..{n - 1}, got indices {[s.index for s in ordered][:20]}")
+        return f"shards must be exactly 0..{n - 1}, got indices {[s.index for s in ordered][:20]}"
+    if any(s.path != shard_name(s.index, n) for s in ordered):
+        return "a shard's index differs from its file name"
     total = sum(s.rows for s in ordered)
-    if total != num_images:
-        raise ManifestError(f"shards hold {total} rows, expected {num_images}")
-    return ordered, n
+    if not isinstance(num_images, int) or isinstance(num_images, bool) or total != num_images:
+        return f"shards hold {total} rows, expected {num_images!r}"
+    return None
 
 
-def write_manifest(
-    partition: str,
-    shards: Sequence[ShardInfo],
-    *,
-    spec_hash: str,
-    code_version: str,
-    job: str,
-    date: str,
-    num_images: int,
-    class_names: Sequence[str],
-    metrics: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    provenance: Provenance | None = None,
-) -> dict[str, Any]:
-    """Publish the partition: check the shards are all there, then write ``manifest.json`` atomically.
-
-    Given ``provenance`` (the run's spec hash and checkpoint digest; its spec hash must be
-    ``spec_hash``), the footer of every listed shard must name it: a manifest is never
-    committed over shard files its run did not write.
-
-    ``extra`` keys are merged at the top level (they may not shadow the standard keys). Every
-    string is redacted, so no credential can end up in the manifest. Returns the manifest as
-    written.
-    """
-    check_date(date)
-    ordered, n = _check_shards(shards, num_images)
-    if provenance is not None and provenance.spec_hash != spec_hash:
-        raise ManifestError("the shards' provenance names another spec hash than the manifest's")
+def new_manifest(part: Partition, shards: Sequence[ShardInfo], *, spec_hash: str, code_version: str,
+                 num_images: int, class_names: Sequence[str], metrics: Mapping[str, Any] | None = None,
+                 checkpoint: str | None = None, checkpoint_digest: str | None = None, model: str | None = None,
+                 fmt: str | None = None, spec: Mapping[str, Any] | None = None, train_epochs: int | None = None,
+                 extra: Mapping[str, Any] | None = None) -> Manifest:
+    """A manifest for ``shards`` (checked: exactly 0..n-1 of one plan, ``num_images`` rows); every
+    string redacted, every value JSON-safe."""
+    problem = shards_problem(shards, num_images)
+    if problem:
+        raise ManifestError(problem if problem != "no shards" else "no shards to publish")
+    ordered = sorted(shards, key=lambda s: s.index)
     names = [str(c) for c in class_names]
-    man: dict[str, Any] = {
-        "format_version": MANIFEST_VERSION,
-        "job": job,
-        "date": date,
-        "num_rows": sum(s.rows for s in ordered),
-        "num_images": num_images,
-        "num_shards": n,
-        "class_names": names,
-        "spec_hash": spec_hash,
-        "code_version": code_version,
-        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": [s.to_json() for s in ordered],
-        "metrics": dict(metrics) if metrics is not None else None,
-    }
+    counts = None
     if all(s.label_counts for s in ordered):
         totals: dict[int, int] = {}
         for s in ordered:
             for k, c in s.label_counts.items():
                 totals[int(k)] = totals.get(int(k), 0) + int(c)
-        man["label_counts"] = {(names[k] if 0 <= k < len(names) else str(k)): c for k, c in sorted(totals.items())}
-    for k, v in (extra or {}).items():
-        if k in man:
+        counts = {(names[k] if 0 <= k < len(names) else str(k)): c for k, c in sorted(totals.items())}
+    standard = {f.name for f in fields(Manifest)} | {"num_rows", "num_shards"}
+    for k in extra or {}:
+        if k in standard:
             raise ValueError(f"extra key {k!r} would shadow a standard manifest key")
-        man[k] = v
-    man = redact_obj(_jsonable(man), storage_options or {})
-    data = json.dumps(man, indent=1, allow_nan=False).encode()
-    url = join(partition, MANIFEST_NAME)
-    with storage_errors(f"writing {url}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        _check_present(fs, ppath, ordered)
+    so = part.storage_options
+    man = Manifest(job=part.job, date=part.date, files=[ShardInfo(s.index, s.path, s.rows, s.bytes, s.sha256)
+                                                      for s in ordered],
+                   class_names=names, spec_hash=spec_hash, code_version=code_version, num_images=num_images,
+                   published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                   metrics=redact_obj(_jsonable(dict(metrics)), so) if metrics is not None else None,
+                   label_counts=counts, checkpoint=redact(checkpoint, so) if checkpoint else None,
+                   checkpoint_digest=checkpoint_digest, model=model, format=fmt,
+                   spec=redact_obj(_jsonable(dict(spec)), so) if spec is not None else None,
+                   train_epochs=train_epochs, extra=redact_obj(_jsonable(dict(extra or {})), so))
+    return man
+
+
+def write_manifest(part: Partition, man: Manifest, *, provenance: Provenance | None = None) -> Manifest:
+    """Publish: check every listed shard is in the data folder with its recorded size (and, given
+    ``provenance``, that its footer names it: a manifest is never committed over shard files its
+    run did not write), then write ``manifest.json`` atomically. Returns the manifest as written."""
+    if provenance is not None and provenance.spec_hash != man.spec_hash:
+        raise ManifestError("the shards' provenance names another spec hash than the manifest's")
+    data = json.dumps(redact_obj(man.to_json(), part.storage_options), indent=1, allow_nan=False).encode()
+    so = part.storage_options
+    with storage_errors(f"writing {part.manifest_url}", so):
+        fs = part.fs
+        problem = files_problem(part, man.files)
+        if problem:
+            raise ManifestError(f"{problem}; not publishing")
         if provenance is not None:
-            _check_provenance(fs, ppath, ordered, n, provenance)
-        staging = join(ppath, STAGING_DIR)
-        with_retries(lambda: put_replace(fs, join(ppath, MANIFEST_NAME), data, staging), what="writing the manifest")
-        remove_empty_dir(fs, staging)
-    log.debug("published %s: %d rows in %d shards", redact(partition, storage_options or {}), man["num_rows"], n)
-    return json.loads(data)
+            _check_provenance(part, man.files, man.num_shards, provenance)
+        part.guard(part.manifest_path)
+        with_retries(lambda: put_replace(fs, part.manifest_path, data, part.staging_path), what="writing the manifest")
+        remove_empty_dir(fs, part.staging_path)
+    log.debug("published %s: %d rows in %d shards", redact(part.data_url, so), man.num_rows, man.num_shards)
+    return Manifest.from_json(json.loads(data), part.manifest_url)
 
 
-def _check_present(fs: Any, ppath: str, shards: Sequence[ShardInfo]) -> None:
-    """Every shard file is in storage with its recorded size (one listing)."""
-    fs.invalidate_cache(ppath)
-    listing = with_retries(lambda: fs.ls(ppath, detail=True), what="listing the partition")
-    sizes = {posixpath.basename(e["name"].rstrip("/")): e.get("size") for e in listing}
-    bad = [s.path for s in shards if sizes.get(s.path) != s.bytes]
-    if bad:
-        raise ManifestError(f"shards missing or changed since they were written: {bad[:10]}; not publishing")
+def data_listing(part: Partition) -> dict[str, int | None]:
+    """{file name: size} of the partition's data folder (empty if it does not exist)."""
+    fs = part.fs
+    fs.invalidate_cache(part.data_path)
+    try:
+        listing = with_retries(lambda: fs.ls(part.data_path, detail=True), what="listing the partition")
+    except FileNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): e.get("size") for e in listing if e.get("type") != "directory"}
 
 
-def _check_provenance(fs: Any, ppath: str, shards: Sequence[ShardInfo], n: int, prov: Provenance,
+def files_problem(part: Partition, shards: Sequence[ShardInfo]) -> str | None:
+    """None if every shard file is in the data folder with its recorded size (one listing)."""
+    sizes = data_listing(part)
+    missing = [s.path for s in shards if s.path not in sizes]
+    changed = [f"{s.path} ({sizes[s.path]} bytes, recorded {s.bytes})" for s in shards
+               if s.path in sizes and sizes[s.path] != s.bytes]
+    if missing or changed:
+        return "; ".join(x for x in (f"missing: {missing[:10]}" if missing else "",
+                                     f"changed since written: {changed[:10]}" if changed else "") if x)
+    return None
+
+
+def _check_provenance(part: Partition, shards: Sequence[ShardInfo], n: int, prov: Provenance,
                       threads: int = 16) -> None:
     """Every shard's footer names this run's spec hash and checkpoint digest (footers only)."""
+    fs = part.fs
 
     def check(s: ShardInfo) -> str | None:
-        meta = with_retries(lambda: metadata_of_file(fs, join(ppath, s.path)), what=f"reading {s.path}'s footer")
+        meta = with_retries(lambda: metadata_of_file(fs, part.data_file(s.path)), what=f"reading {s.path}'s footer")
         problem = prov.problem(meta, s.index, n)
         return f"{s.path}: {problem}" if problem else None
 
@@ -160,108 +275,9 @@ def _check_provenance(fs: Any, ppath: str, shards: Sequence[ShardInfo], n: int, 
         raise ManifestError(f"{len(bad)} shard(s) were not written by this run, not publishing: {'; '.join(bad[:3])}")
 
 
-def unpublish(partition: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Delete the partition's ``manifest.json`` only (before its files are replaced, so no
-    manifest ever lists files that changed); False if there was none."""
-    with storage_errors(f"unpublishing {partition}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        path = join(ppath, MANIFEST_NAME)
-        try:
-            with_retries(lambda: fs.rm_file(path), what="removing the manifest")
-        except FileNotFoundError:
-            return False
-        fs.invalidate_cache(path)
-    return True
-
-
-def read_manifest(partition: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    """The partition's manifest, or None if it has none (not published). ManifestError if unreadable."""
-    url = join(partition, MANIFEST_NAME)
-    with storage_errors(f"reading {url}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        path = join(ppath, MANIFEST_NAME)
-        fs.invalidate_cache(path)
-        try:
-            raw = with_retries(lambda: fs.cat_file(path), what="reading the manifest")
-        except FileNotFoundError:
-            return None
+def parse_manifest_bytes(raw: bytes, where: str) -> Manifest:
     try:
-        man = json.loads(raw)
+        obj = json.loads(raw)
     except ValueError:
-        raise ManifestError(f"{redact(url, storage_options or {})}: not valid JSON") from None
-    if not isinstance(man, dict) or not isinstance(man.get("files"), list):
-        raise ManifestError(f"{redact(url, storage_options or {})}: not a genpipe manifest (no 'files' list)")
-    for f in man["files"]:
-        safe_join(partition, f["path"] if isinstance(f, dict) else f)  # refuse paths that escape
-    return man
-
-
-def existing_state(
-    partition: str, storage_options: Mapping[str, Any] | None = None
-) -> tuple[dict[str, Any] | None, list[str]]:
-    """(manifest or None, sorted shard file names present) of a partition, for resume/overwrite."""
-    man = read_manifest(partition, storage_options)
-    return man, list_shards(partition, storage_options)
-
-
-def list_shards(partition: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """Sorted names of the shard files directly in the partition (none if it does not exist)."""
-    with storage_errors(f"listing {partition}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        fs.invalidate_cache(ppath)
-        try:
-            names = with_retries(lambda: fs.ls(ppath, detail=False), what="listing the partition")
-        except FileNotFoundError:
-            return []
-    return sorted(b for b in (posixpath.basename(x.rstrip("/")) for x in names) if SHARD_RE.match(b))
-
-
-def remove_stale(partition: str, keep: set[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """After a new manifest: delete shard files not in ``keep`` and the ``.staging`` dir.
-
-    Only genpipe's own shard files are touched (``manifest.json``, ``_report/`` and anything
-    else stays). Refuses to delete a file the current manifest lists. Returns removed names.
-    """
-    keep = set(keep)
-    if not keep:
-        raise ValueError("remove_stale: refusing to remove every shard (keep is empty)")
-    man = read_manifest(partition, storage_options)
-    if man is not None:
-        listed = {f["path"] if isinstance(f, dict) else f for f in man["files"]}
-        if listed - keep:
-            raise ValueError(f"remove_stale: the manifest lists files not in keep: {sorted(listed - keep)[:10]}")
-    removed: list[str] = []
-    with storage_errors(f"cleaning {partition}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        for name in list_shards(partition, storage_options):
-            if name not in keep:
-                with_retries(lambda n=name: fs.rm_file(join(ppath, n)), what=f"removing {name}")
-                removed.append(name)
-        staging = join(ppath, STAGING_DIR)
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
-            removed.append(STAGING_DIR)
-        fs.invalidate_cache(ppath)
-    if removed:
-        log.info("removed %d stale file(s) from %s", len(removed), redact(partition, storage_options or {}))
-    return removed
-
-
-def remove_partition(partition: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Unpublish then delete a partition (retention): the manifest goes first, so readers never
-    see a manifest whose files are half gone."""
-    with storage_errors(f"removing {partition}", storage_options):
-        fs, ppath = _fs(partition, storage_options)
-        try:
-            fs.rm_file(join(ppath, MANIFEST_NAME))
-        except FileNotFoundError:
-            pass
-        if fs.exists(ppath):
-            fs.rm(ppath, recursive=True)
-        fs.invalidate_cache(ppath)
-
-
-def shard_infos_from_manifest(man: Mapping[str, Any]) -> list[ShardInfo]:
-    """The manifest's files as ShardInfo (without label counts)."""
-    return [ShardInfo(int(f["index"]), f["path"], int(f["rows"]), int(f["bytes"]), f["sha256"])
-            for f in man["files"]]
+        raise ManifestError(f"{where}: not valid JSON") from None
+    return Manifest.from_json(obj, where)

@@ -1,29 +1,23 @@
 """Reading a published dataset back: one partition, or every published date of a job.
 
     ds = open_dataset("s3://bucket/datasets/digits-dcgan", storage_options)   # all dates
-    ds = open_dataset("outputs/datasets/digits-dcgan/date=2026-11-25")          # one date
+    ds = open_dataset("outputs/datasets/digits-dcgan/data/logical_date=2026-11-25")  # one date
     len(ds), ds.class_names, ds.manifest
     ds.arrow.to_table(filter=pyarrow.dataset.field("label") == 3)    # pyarrow.dataset.Dataset
     loader = torch.utils.data.DataLoader(ds.torch(), batch_size=256, shuffle=True)
     datasets.load_dataset("parquet", data_files=ds.data_files, storage_options=...)
 
-Only partitions with a ``manifest.json`` are seen, and only the files their manifests list,
-so a reader never sees a half-written partition or a stale shard of an earlier run.
-Manifest file paths are checked to stay inside their partition (:func:`safe_join`).
-
-With plain pyarrow, use ``pyarrow.dataset.dataset(files, partitioning="hive",
-partition_base_dir=root)``; ``pyarrow.parquet.ParquetDataset(files)`` needs
-``partitioning=None`` (see :mod:`pipeline.publish.schema` on the ``date`` column).
+The consistent view: only partitions with a manifest are seen, and only the files their
+manifests list, so a reader never sees a half-written partition or a stale shard of an earlier
+run (pointing a reader at the bare ``data/`` folder shows every committed shard; see
+:mod:`pipeline.publish.layout`). The columns are the files' own (``date`` included); no hive
+column is added.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import posixpath
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -31,44 +25,27 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from pipeline.publish.atomic import is_local_fs
-from pipeline.publish.commit import read_manifest
-from pipeline.publish.storage import join, redact, safe_join, storage_errors, url_to_fs
+from pipeline.publish.layout import locate
+from pipeline.publish.manifest import Manifest
+from pipeline.publish.partition import Partition, check_layout, published
+from pipeline.publish.storage import redact, storage_errors, url_to_fs
 
 log = logging.getLogger(__name__)
-_PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-DATE_PARTITIONING = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-
-
-@dataclass(frozen=True)
-class Partition:
-    """One published date: its URL, its path inside the filesystem, and its manifest."""
-
-    date: str
-    url: str
-    path: str
-    manifest: dict[str, Any]
-
-    @property
-    def files(self) -> list[str]:
-        return [safe_join(self.path, f["path"] if isinstance(f, dict) else f) for f in self.manifest["files"]]
-
-    @property
-    def rows(self) -> list[int]:
-        return [int(f["rows"]) for f in self.manifest["files"]]
 
 
 class SyntheticDataset:
     """A consistent, read-only view of published partitions (built from their manifests)."""
 
-    def __init__(self, url: str, fs: Any, partitions: list[Partition], storage_options: Mapping[str, Any] | None):
+    def __init__(self, url: str, fs: Any, partitions: list[tuple[Partition, Manifest]],
+                 storage_options: Mapping[str, Any] | None):
         self.url = url
         self.fs = fs
-        self.partitions = sorted(partitions, key=lambda p: p.date)
+        self.partitions = sorted(partitions, key=lambda pm: pm[0].date)
         self._so = dict(storage_options or {})
-        names = {tuple(p.manifest.get("class_names") or ()) for p in self.partitions}
+        names = {tuple(m.class_names or ()) for _, m in self.partitions}
         if len(names) != 1 or not next(iter(names)):
             raise ValueError(f"{redact(url, self._so)}: partitions disagree on class names (or have none)")
-        formats = {p.manifest.get("format") for p in self.partitions} - {None}
+        formats = {m.format for _, m in self.partitions} - {None}
         if len(formats) > 1:
             raise ValueError(f"{redact(url, self._so)}: partitions mix image formats {sorted(formats)}")
 
@@ -77,34 +54,34 @@ class SyntheticDataset:
                 f"dates={self.dates}, classes={len(self.class_names)})")
 
     def __len__(self) -> int:
-        return sum(sum(p.rows) for p in self.partitions)
+        return sum(m.num_rows for _, m in self.partitions)
 
     @property
     def dates(self) -> list[str]:
-        return [p.date for p in self.partitions]
+        return [p.date for p, _ in self.partitions]
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.partitions[0].manifest["class_names"])
+        return list(self.partitions[0][1].class_names)
 
     @property
-    def manifests(self) -> dict[str, dict[str, Any]]:
+    def manifests(self) -> dict[str, Manifest]:
         """Every partition's manifest, by date."""
-        return {p.date: p.manifest for p in self.partitions}
+        return {p.date: m for p, m in self.partitions}
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest of a single partition; for several, a summary with each under ``partitions``."""
-        if len(self.partitions) == 1:
-            return self.partitions[0].manifest
-        first = self.partitions[0].manifest
-        return {"job": first.get("job"), "dates": self.dates, "num_rows": len(self),
-                "class_names": self.class_names, "partitions": self.manifests}
+    def manifest(self) -> Manifest | None:
+        """The manifest of a single partition (None when the view holds several: see :attr:`manifests`)."""
+        return self.partitions[0][1] if len(self.partitions) == 1 else None
 
     @property
     def files(self) -> list[str]:
         """Every data file (paths inside :attr:`fs`), in date then shard order."""
-        return [f for p in self.partitions for f in p.files]
+        return [p.data_file(f.path) for p, m in self.partitions for f in m.files]
+
+    @property
+    def rows(self) -> list[int]:
+        return [f.rows for _, m in self.partitions for f in m.files]
 
     @property
     def data_files(self) -> list[str]:
@@ -113,14 +90,12 @@ class SyntheticDataset:
 
     @cached_property
     def arrow(self) -> pads.Dataset:
-        """A ``pyarrow.dataset.Dataset`` of exactly the manifests' files, hive-partitioned on ``date``."""
+        """A ``pyarrow.dataset.Dataset`` of exactly the manifests' files (their own columns, ``date`` included)."""
         import pyarrow.fs as pafs
 
         filesystem = pafs.LocalFileSystem() if is_local_fs(self.fs) else pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
-        base = posixpath.dirname(self.partitions[0].path.rstrip("/"))
         with storage_errors(f"opening {self.url}", self._so):
-            return pads.dataset(self.files, format="parquet", filesystem=filesystem,
-                                partitioning=DATE_PARTITIONING, partition_base_dir=base)
+            return pads.dataset(self.files, format="parquet", filesystem=filesystem, partitioning=None)
 
     def to_table(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
         """Read (some columns / rows of) the dataset into memory."""
@@ -137,42 +112,38 @@ class SyntheticDataset:
         """
         from pipeline.publish.torch_data import ParquetImageDataset
 
-        return ParquetImageDataset(self.fs, self.files, [r for p in self.partitions for r in p.rows],
-                                   transform=transform, cache_files=cache_files)
-
-
-def _partition_of(url: str, path: str, man: dict[str, Any]) -> Partition:
-    m = _PARTITION_RE.match(posixpath.basename(path.rstrip("/")))
-    return Partition(man.get("date") or (m.group(1) if m else ""), url, path.rstrip("/"), man)
+        return ParquetImageDataset(self.fs, self.files, self.rows, transform=transform, cache_files=cache_files)
 
 
 def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None) -> SyntheticDataset:
-    """Open a published partition (``.../date=YYYY-MM-DD`` with a manifest) or a dataset root
-    (``<output>/<job>``: every ``date=`` partition that has a manifest; unpublished ones are skipped)."""
+    """Open one published partition (the URL of its data folder ``<root>/data/logical_date=D``
+    or its state folder ``<root>/_genpipe/logical_date=D``) or a dataset root (``<output>/<job>``,
+    or its ``data/`` folder: every date with a manifest; unpublished ones are skipped).
+
+    A folder in genpipe 0.1's layout (``date=D/`` with ``manifest.json`` beside the shards) is
+    refused (:class:`~pipeline.publish.layout.LayoutError`) with how to migrate it.
+    """
     so = dict(storage_options or {})
-    fs, path = url_to_fs(url, so)
-    man = read_manifest(url, so)
-    if man is not None:
-        return SyntheticDataset(url, fs, [_partition_of(url, path, man)], so)
-    children = None
-    with storage_errors(f"listing {url}", so):
-        fs.invalidate_cache(path)
-        with contextlib.suppress(FileNotFoundError):
-            children = fs.ls(path, detail=True)
-    if children is None:
-        raise FileNotFoundError(f"{redact(url, so)}: no such dataset")
-    parts = []
-    for e in sorted(children, key=lambda e: e["name"]):
-        name = posixpath.basename(e["name"].rstrip("/"))
-        if e.get("type") != "directory" or not _PARTITION_RE.match(name):
-            continue
-        child = join(url, name)
-        m = read_manifest(child, so)
-        if m is None:
-            log.info("skipping %s: not published (no manifest)", redact(child, so))
-            continue
-        parts.append(_partition_of(child, join(path, name), m))
+    fs, _ = url_to_fs(url, so)
+    part = Partition.from_url(url, so)
+    if part is not None:
+        man = part.read_manifest()
+        if man is None:
+            raise FileNotFoundError(f"{redact(url, so)}: no published partition here (it has no manifest)")
+        return SyntheticDataset(url, fs, [(part, man)], so)
+    root, _ = locate(url)
+    rfs, rpath = url_to_fs(root, so)
+    with storage_errors(f"listing {root}", so):
+        rfs.invalidate_cache(rpath)
+        if not rfs.exists(rpath):
+            raise FileNotFoundError(f"{redact(url, so)}: no such dataset")
+    check_layout(root, so)
+    head, _, job = root.rstrip("/").rpartition("/")
+    try:
+        parts = published(head, job, so)
+    except ValueError:  # not a job name: not a dataset root
+        parts = []
     if not parts:
-        raise FileNotFoundError(f"{redact(url, so)}: no published partition here (no manifest.json, "
-                                "and no date=YYYY-MM-DD folder with one)")
+        raise FileNotFoundError(f"{redact(url, so)}: no published partition here (no "
+                                "_genpipe/logical_date=YYYY-MM-DD/manifest.json)")
     return SyntheticDataset(url, fs, parts, so)

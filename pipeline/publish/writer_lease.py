@@ -2,9 +2,9 @@
 samples, commits and publishes it.
 
 The lease is :class:`pipeline.schedule.lease.Lease` (the one schedules use for dates; see
-:mod:`pipeline.schedule` for what it guarantees and assumes of the storage) on
-``<partition>/.genpipe-lease.json``: dot-prefixed, so Parquet readers of the data folder never
-see it (nor its ``.tmp-*`` / ``.takeover-*`` companions). A second run of the same partition
+:mod:`pipeline.schedule` for what it guarantees and assumes of the storage) on the partition's
+``_genpipe/logical_date=D/lease.json``: in its state folder, so Parquet readers of the data
+folder never see it (nor its ``.tmp-*`` / ``.takeover-*`` companions). A second run of the same partition
 is refused with :class:`PartitionBusy` while the lease is live; the holder renews it from a
 heartbeat thread and deletes it when it is done (in a ``finally``). A holder that died
 (SIGKILL, a storage outage at release time) leaves it behind: a run on the same machine takes
@@ -26,15 +26,16 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from pipeline.publish.layout import partition_fs
-from pipeline.publish.storage import SafeMessage, join, redact, storage_errors, with_retries
+from pipeline.publish.layout import LEASE_NAME
+from pipeline.publish.storage import SafeMessage, redact, storage_errors, with_retries
 
 if TYPE_CHECKING:
+    from pipeline.publish.partition import Partition
     from pipeline.schedule.lease import Lease
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = ".genpipe-lease.json"
+__all__ = ["LEASE_NAME", "PartitionBusy", "check_still_held", "lease_for", "partition_lease"]
 #: seconds a lease lives without a heartbeat (renewed every ttl/3): how long a crashed writer
 #: blocks the next run of its partition
 DEFAULT_TTL = 60.0
@@ -91,25 +92,24 @@ def holder_gone(rec: Mapping[str, Any]) -> bool:
     return False
 
 
-def lease_for(partition: str, storage_options: Mapping[str, Any] | None = None, *, ttl: float = DEFAULT_TTL,
-              owner: str | None = None, clock: Callable[[], datetime] | None = None) -> Lease:
+def lease_for(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
+              clock: Callable[[], datetime] | None = None) -> Lease:
     """The (not yet acquired) writer lease of ``partition``."""
     from pipeline.schedule.lease import Lease
 
-    fs, ppath = partition_fs(partition, storage_options)
-    return Lease(fs, join(ppath, LEASE_NAME), owner or owner_name(), ttl, clock, holder_gone=holder_gone)
+    partition.guard(partition.lease_path)
+    return Lease(partition.fs, partition.lease_path, owner or owner_name(), ttl, clock, holder_gone=holder_gone)
 
 
 @contextmanager
-def partition_lease(partition: str, storage_options: Mapping[str, Any] | None = None, *, ttl: float = DEFAULT_TTL,
-                    owner: str | None = None, clock: Callable[[], datetime] | None = None,
-                    heartbeat: float | None = None) -> Iterator[Lease]:
+def partition_lease(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
+                    clock: Callable[[], datetime] | None = None, heartbeat: float | None = None) -> Iterator[Lease]:
     """Hold the partition's writer lease for the block (renewed in the background, released at
     the end whatever happens); :class:`PartitionBusy` if another run holds it."""
-    so = storage_options or {}
-    where = redact(partition, so)
-    with storage_errors(f"taking the writer lease of {partition}", so):
-        lease = lease_for(partition, so, ttl=ttl, owner=owner, clock=clock)
+    so = partition.storage_options
+    where = redact(partition.data_url, so)
+    with storage_errors(f"taking the writer lease of {partition.data_url}", so):
+        lease = lease_for(partition, ttl=ttl, owner=owner, clock=clock)
         won = lease.acquire()
         until = None if won else (lease.read() or {}).get("expires_at")
     if not won:
@@ -129,11 +129,11 @@ def partition_lease(partition: str, storage_options: Mapping[str, Any] | None = 
             with_retries(lease.release, attempts=3, what="releasing the writer lease")
 
 
-def check_still_held(lease: Lease, partition: str, storage_options: Mapping[str, Any] | None = None) -> None:
+def check_still_held(lease: Lease, partition: Partition) -> None:
     """Renew now; :class:`PartitionBusy` if the lease was lost (expired and taken over)."""
-    so = storage_options or {}
-    with storage_errors(f"renewing the writer lease of {partition}", so):
+    so = partition.storage_options
+    with storage_errors(f"renewing the writer lease of {partition.data_url}", so):
         ok = lease.renew()
     if not ok:
-        raise PartitionBusy(f"{redact(partition, so)}: lost the writer lease to {redact(describe(lease.held_by), so)} "
+        raise PartitionBusy(f"{redact(partition.data_url, so)}: lost the writer lease to {redact(describe(lease.held_by), so)} "
                             "(this run stalled past its expiry); not publishing")

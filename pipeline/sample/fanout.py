@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -35,22 +34,35 @@ from pipeline.faults import maybe_exit
 from pipeline.sample.plan import Shard, ShardPlan, image_ids
 from pipeline.spec import JobSpec
 
+if TYPE_CHECKING:
+    from pipeline.publish.partition import Partition
+
 
 @dataclass(frozen=True)
 class ShardContext:
-    """What every shard of one publish shares (small: shipped to the cluster once)."""
+    """What every shard of one publish shares (small: shipped to the cluster once). The job,
+    date and storage options are the partition's."""
 
-    partition: str
-    job: str
-    date: str
+    partition: Partition
     class_names: list[str]
     fmt: str
     model: str
     checkpoint_digest: str
     created_at: datetime
-    storage_options: dict[str, Any]
     faults: dict[str, Any] | None = None  # see pipeline/faults.py
     spec_hash: str = ""  # with checkpoint_digest: the provenance stamped into, and required of, every shard
+
+    @property
+    def job(self) -> str:
+        return self.partition.job
+
+    @property
+    def date(self) -> str:
+        return self.partition.date
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return self.partition.storage_options
 
     @property
     def provenance(self) -> Any:
@@ -61,7 +73,6 @@ class ShardContext:
 
 def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_workers: int = 1) -> Any:
     """Encode (PNG or raw) and commit one shard; returns its ShardInfo."""
-    from pipeline.publish.commit import write_shard
     from pipeline.publish.schema import build_table
 
     table = build_table(
@@ -69,8 +80,7 @@ def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_wor
         class_names=ctx.class_names, fmt=ctx.fmt, model=ctx.model, checkpoint=ctx.checkpoint_digest,
         job=ctx.job, date=ctx.date, created_at=ctx.created_at, workers=encode_workers,
     )
-    return write_shard(ctx.partition, shard.index, shard.num_shards, table, ctx.storage_options,
-                       provenance=ctx.provenance)
+    return ctx.partition.write_shard(shard.index, shard.num_shards, table, provenance=ctx.provenance)
 
 
 def _encode_task(images: np.ndarray, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
@@ -127,29 +137,10 @@ def default_num_actors(spec: JobSpec, use_gpu: bool) -> int:
 
 
 def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[int, Any]:
-    """Shards already committed (resume): existing files whose footer, rows and checksums read back
-    and whose footer names this run's spec hash and checkpoint digest. Any other shard file of the
-    plan (corrupt, truncated, or another run's) is removed, so it is regenerated."""
-    from pipeline.publish.commit import list_shards, parse_shard_name, remove_shard, verify_shard
-
-    present = []
-    for name in list_shards(ctx.partition, ctx.storage_options):
-        parsed = parse_shard_name(name)
-        if parsed and parsed[1] == plan.num_shards:
-            present.append(parsed[0])
-    if not present:
-        return {}
-
-    def check(i: int) -> tuple[int, Any]:
-        count = min(plan.shard_size, plan.total - i * plan.shard_size)
-        info = verify_shard(ctx.partition, i, plan.num_shards, count, ctx.storage_options,
-                            provenance=ctx.provenance)
-        if info is None:  # corrupt, truncated or foreign: remove it so it is regenerated
-            remove_shard(ctx.partition, i, plan.num_shards, ctx.storage_options)
-        return i, info
-
-    with ThreadPoolExecutor(min(threads, len(present))) as ex:
-        return {i: info for i, info in ex.map(check, present) if info is not None}
+    """Shards already committed (resume): :meth:`Partition.done_shards` for this plan and this
+    run's provenance (anything else of the plan is removed, so it is regenerated)."""
+    return ctx.partition.done_shards(plan.num_shards, lambda i: min(plan.shard_size, plan.total - i * plan.shard_size),
+                                     ctx.provenance, threads)
 
 
 def sample_shards(

@@ -38,6 +38,23 @@ def retention_victims(present: Iterable[date], succeeded: Iterable[date], keep: 
     return sorted(d for d in present if d < live[-keep])
 
 
+def job_partitions(spec: JobSpec, storage_options: dict[str, Any] | None = None
+                   ) -> tuple[Callable[[], list[date]], Callable[[date], None]]:
+    """(list the job's published dates, remove one date's partition), through
+    :class:`pipeline.publish.partition.Partition` (removal takes the manifest down first)."""
+    from pipeline.publish.partition import Partition, published
+
+    so = spec.storage_options if storage_options is None else storage_options
+
+    def list_partitions() -> list[date]:
+        return [date.fromisoformat(p.date) for p, _ in published(spec.sample.output, spec.name, so, strict=False)]
+
+    def remove_partition(d: date) -> None:
+        Partition.of(spec.sample.output, spec.name, d.isoformat(), so).remove()
+
+    return list_partitions, remove_partition
+
+
 def run_due(spec: JobSpec, *, now: datetime, run_one: Callable[[date], Any], state_url: str,
             list_partitions: Callable[[], list[date]] | None = None,
             remove_partition: Callable[[date], None] | None = None, owner: str | None = None,
@@ -46,7 +63,8 @@ def run_due(spec: JobSpec, *, now: datetime, run_one: Callable[[date], Any], sta
 
     Success is recorded per date only after ``run_one`` returns; the first failure is recorded
     and ends the loop (later dates wait for the next trigger). Retention runs only when every
-    due date succeeded. The lease is released in ``finally``. ``storage_options`` defaults to
+    due date succeeded; ``list_partitions`` / ``remove_partition`` default to the job's own
+    (:func:`job_partitions`). The lease is released in ``finally``. ``storage_options`` defaults to
     ``spec.storage_options``; lease times are ``now`` plus the real time elapsed since the call.
     """
     sched = spec.schedule
@@ -55,6 +73,8 @@ def run_due(spec: JobSpec, *, now: datetime, run_one: Callable[[date], Any], sta
     parse_schedule(sched)
     now = as_aware(now)
     opts = spec.storage_options if storage_options is None else storage_options
+    if list_partitions is None and remove_partition is None:
+        list_partitions, remove_partition = job_partitions(spec, opts)
     t0 = time.monotonic()
 
     def clock() -> datetime:
