@@ -131,18 +131,19 @@ def raydata_peer(spec: JobSpec, ckpt: str, n: int, out: Path, device: str) -> fl
 
 def pipeline_run(spec: JobSpec, ckpt: str, date: str = "2026-01-01") -> tuple[float, dict]:
     """genpipe's sampling stage end to end: shard plan, actors, encode, exactly-once commit, manifest."""
-    from pipeline.publish.commit import partition_url, write_manifest
+    from pipeline.publish.partition import Partition
     from pipeline.sample.fanout import ShardContext, sample_shards
     from pipeline.sample.plan import make_plan
 
     plan = make_plan(spec.sample, 10, spec.name, date)
-    ctx = ShardContext(partition=partition_url(spec.sample.output, spec.name, date), job=spec.name, date=date,
+    ctx = ShardContext(partition=Partition.of(spec.sample.output, spec.name, date, spec.storage_options),
                        class_names=[str(i) for i in range(10)], fmt=spec.sample.format, model="dcgan",
-                       checkpoint_digest="bench", created_at=datetime(2026, 1, 1, tzinfo=UTC), storage_options={})
+                       checkpoint_digest="bench", created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                       spec_hash=spec.spec_hash())
     t = time.perf_counter()
     infos = sample_shards(spec, plan, ckpt, ctx)
-    write_manifest(ctx.partition, infos, spec_hash="bench", code_version="bench", job=spec.name, date=date,
-                   num_images=plan.total, class_names=ctx.class_names)
+    ctx.partition.publish(infos, provenance=ctx.provenance, spec_hash=ctx.spec_hash, code_version="bench",
+                          num_images=plan.total, class_names=ctx.class_names)
     dt = time.perf_counter() - t
     return plan.total / dt, {"shards": plan.num_shards, "seconds": round(dt, 2)}
 

@@ -230,13 +230,17 @@ def train(
         from pipeline.data.streaming import streaming_dataset
 
         datasets = {"train": streaming_dataset(spec.dataset, spec.dataset.storage_options or None).train}
+    from pipeline.redaction import public_spec
+
     trainer = TorchTrainer(
         train_loop_per_worker,
         datasets=datasets,
         train_loop_config={
-            # credentials stay out of the config: Ray Train records it (dashboard run state)
-            "spec": spec.model_dump(mode="json", exclude={"storage_options": True,
-                                                          "dataset": {"storage_options"}}),
+            # credentials stay out of the config: Ray Train records it (dashboard run state); the
+            # free-text description goes through the same masking as a published spec
+            "spec": {**spec.model_dump(mode="json", exclude={"storage_options": True,
+                                                             "dataset": {"storage_options"}}),
+                     "description": public_spec(spec).get("description")},
             "secrets": ray.put({"storage": dict(so), "dataset": dict(spec.dataset.storage_options)}),
             "train_hash": spec.train_hash(),
             "meta": meta,
