@@ -63,9 +63,9 @@ step smoke-check 60 "$PY" - "$WORK/smoke-data/digits-dcgan" "$OUT/smoke-$DEV.jso
 import json, sys
 from pipeline.publish import open_dataset
 ds = open_dataset(sys.argv[1])
-m = ds.partitions[-1].manifest
-doc = {"rows": len(ds), "classes": len(ds.class_names), "label_counts": m.get("label_counts"),
-       "checkpoint_digest": m.get("checkpoint_digest"), "metrics": {k: m.get("metrics", {}).get(k)
+m = ds.manifest
+doc = {"rows": len(ds), "classes": len(ds.class_names), "label_counts": m.label_counts,
+       "checkpoint_digest": m.checkpoint_digest, "metrics": {k: (m.metrics or {}).get(k)
        for k in ("cas", "real_acc", "cas_ratio", "fid", "memorization")}}
 assert doc["rows"] == 4000, doc
 json.dump(doc, open(sys.argv[2], "w"), indent=1)
