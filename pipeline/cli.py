@@ -344,6 +344,8 @@ def inspect(
 @cli_errors
 def migrate(
     url: Annotated[str, typer.Argument(help="a dataset root (<sample.output>/<job>) in genpipe 0.1's layout")],
+    spec_path: Annotated[str | None, typer.Option("--spec", help="take storage_options from this job spec "
+                                                  "(object stores)")] = None,
 ) -> None:
     """Move genpipe 0.1 partitions (date=D/ with manifest.json beside the shards) into the dataset
     layout (data/logical_date=D/, _genpipe/logical_date=D/, README.md); manifests stay valid.
@@ -353,8 +355,9 @@ def migrate(
     from pipeline.publish.layout import LayoutError
     from pipeline.publish.migrate import migrate as do_migrate
 
+    so = load(spec_path, None).storage_options if spec_path else None
     try:
-        moved = do_migrate(url, say=typer.echo)
+        moved = do_migrate(url, so, say=typer.echo)
     except LayoutError as exc:
         raise _err(str(exc), EXIT_BAD_INPUT) from None
     typer.echo(f"migrated {len(moved)} partition(s)" if moved else f"{url}: nothing in the old layout")

@@ -6,6 +6,7 @@ every object written and every error raised is checked for them.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -278,3 +279,30 @@ def test_hugging_face_datasets_reads_the_card_globs_on_s3(moto_s3, out, monkeypa
     assert_rows(ds["date"])
     assert isinstance(ds[0]["image"], Image.Image)
     assert set(files) == {"default", *DATES}
+
+
+def test_an_old_layout_dataset_on_s3_is_refused_then_migrated(moto_s3, out):
+    """genpipe 0.1's date=D/ folder on an object store: refused, then moved by copies (manifest
+    last, the old manifest deleted first), every byte and sha256 unchanged."""
+    from pipeline.publish.layout import LayoutError
+    from pipeline.publish.migrate import migrate
+
+    so = moto_s3
+    part, infos, man = _publish(out, so)
+    fs, root = url_to_fs(part.root, so)
+    old = f"{root}/date={DATE}"
+    for i in infos:  # rearranged as genpipe 0.1 had it
+        fs.mv(part.data_file(i.path), f"{old}/{i.path}")
+    doc = man.to_json()
+    doc["format_version"] = 1
+    fs.pipe_file(f"{old}/{MANIFEST_NAME}", json.dumps(doc).encode())
+    fs.rm(part.manifest_path)
+    fs.rm(f"{root}/README.md")
+    fs.invalidate_cache()
+    with pytest.raises(LayoutError, match="old layout"):
+        open_dataset(part.root, so)
+    assert migrate(part.root, so) == [DATE]
+    fs.invalidate_cache()
+    assert not fs.find(old)
+    assert part.read_manifest().files == man.files and part.check(Expected(25, 10)).ok
+    assert len(open_dataset(part.root, so)) == 25 and fs.exists(f"{root}/README.md")
