@@ -116,7 +116,8 @@ def cas_probe(syn: np.ndarray, syn_y: np.ndarray, real: dict, n_seeds: int) -> d
             "cas_ratio_ci95": [round(v, 4) if v is not None else None for v in rep["cas_ratio_ci95"]]}
 
 
-def run(seed: int, steps: int, eval_every: int, params: dict, cond: str, real: dict, cas: int) -> dict:
+def run(seed: int, steps: int, eval_every: int, params: dict, cond: str, real: dict, cas: int,
+        batch: int = 64) -> dict:
     data = real["data"]
     torch.manual_seed(seed)
     spec = GANSpec(kind="gan", **{k: v for k, v in params.items() if k in MODEL_KEYS})
@@ -124,7 +125,7 @@ def run(seed: int, steps: int, eval_every: int, params: dict, cond: str, real: d
     cls_w = ablate(fam, cond)
     opts = fam.make_optimizers(fam.nets, TrainSpec(lr=params["lr"], betas=(params["beta1"], params["beta2"])))
     gen = torch.Generator().manual_seed(seed + 1)
-    x_all, y_all, n, bs = data.train_x, data.train_y, len(data.train_y), 64
+    x_all, y_all, n, bs = data.train_x, data.train_y, len(data.train_y), batch
     perm, pos, train_s, cpu_s, rows = torch.randperm(n, generator=gen), 0, 0.0, 0.0, []
     for step in range(1, steps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4400)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=64,
+                    help="64 = one worker's batch; 128 = the gradient of the 2-worker DDP job (same lr)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--cond", choices=["full", "concat", "concat_proj", "concat_ac"], default="full")
     ap.add_argument("--cas", type=int, default=0, metavar="N",
@@ -172,9 +175,9 @@ def main() -> None:
     real["svm_real"] = svm_acc(real["train_u8"], real["train_y"], real["test_u8"], real["test_y"])
     print(json.dumps({"params": params, "cond": a.cond, "steps": a.steps, "svm_real": round(real["svm_real"], 4)}),
           flush=True)
-    runs = [run(s, a.steps, a.eval_every, params, a.cond, real, a.cas) for s in a.seeds]
+    runs = [run(s, a.steps, a.eval_every, params, a.cond, real, a.cas, a.batch) for s in a.seeds]
     final = [r["curve"][-1] for r in runs]
-    summary = {"params": params, "cond": a.cond, "steps": a.steps, "svm_real": round(real["svm_real"], 4),
+    summary = {"params": params, "cond": a.cond, "steps": a.steps, "batch": a.batch, "svm_real": round(real["svm_real"], 4),
                "svm_ratio_mean": round(float(np.mean([f["svm_ratio"] for f in final])), 4),
                "train_s_mean": round(float(np.mean([f["train_s"] for f in final])), 1),
                "cpu_s_mean": round(float(np.mean([f["cpu_s"] for f in final])), 1), "runs": runs}

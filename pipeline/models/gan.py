@@ -6,12 +6,14 @@ discriminator maps (pixels, label embedding) through ``2 * hidden`` -> ``hidden`
 (LeakyReLU 0.2, dropout) to a real/fake logit. It is the baseline the DCGAN improves on.
 Sampling uses an EMA of the generator's weights.
 
-Conditioning: the label is concatenated to the input of both nets (Mirza & Osindero). On its
-own that lets the generator ignore the label (samples of the right style, wrong class: a poor
-synthetic training set), so, as in the DCGAN here, the discriminator adds a projection term
-for the label (Miyato & Koyama 2018) and an auxiliary classifier head (AC-GAN, Odena et al.
-2017) that the generator is also trained to satisfy. ``bench/tune_gan.py`` measures the
-choice (CAS and an RBF-SVM check against the real test split).
+Conditioning: the label is concatenated to the input of both nets (Mirza & Osindero), and, as
+in the DCGAN here, the discriminator adds a projection term for the label (Miyato & Koyama 2018)
+and an auxiliary classifier head (AC-GAN, Odena et al. 2017) that the generator is also trained
+to satisfy (the shared step of :class:`~pipeline.models.base.AdversarialFamily`). Measured on the
+digits (``bench/tune_gan.py``, RBF-SVM trained on 2,000 samples / same SVM on real, 3,000 steps):
+concat alone already follows the labels here (0.970 of real, 4 seeds), the full set is better and
+gets there sooner (0.977; 0.96-0.97 by 1,500 steps against 0.92), while concat + classifier without
+the projection is worse (0.915, 1 seed). At 4,400 steps: SVM 0.985, CAS 0.973 of real (5 seeds).
 """
 
 from __future__ import annotations
