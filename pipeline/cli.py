@@ -140,7 +140,9 @@ def cli_errors(fn: F) -> F:
         except ConnectionError as exc:
             raise _err(f"cluster unreachable: {exc}", EXIT_UNREACHABLE) from None
         except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise _err(f"{type(exc).__name__}: {exc}", EXIT_BAD_INPUT) from None
+            named = exc.filename is None or str(exc.filename) in str(exc)  # the line names the file
+            raise _err(f"{type(exc).__name__}: {exc}" + ("" if named else f": {exc.filename}"),
+                       EXIT_BAD_INPUT) from None
         except Exception as exc:
             if os.environ.get("GENPIPE_DEBUG"):
                 raise

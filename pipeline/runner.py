@@ -128,7 +128,10 @@ def _probe_local_dir(field_name: str, path: str) -> None:
         raise BadInput(f"{field_name}: {path}: cannot write under {p} ({exc.strerror or exc})") from None
     finally:
         if os.path.isdir(p):
-            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+            try:
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:  # a folder nothing may change (chattr +i) refused the probe already
+                pass
 
 
 def check_writable(field_name: str, url: str, so: dict[str, Any]) -> None:

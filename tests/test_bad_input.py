@@ -137,6 +137,71 @@ def a_file(d: Path, name: str) -> Path:
     return p
 
 
+def image_folder(d: Path, per_class: int, classes: int) -> str:
+    """A folder dataset of ``classes`` class folders with ``per_class`` 8x8 PNGs each."""
+    from PIL import Image
+
+    root = d / "in" / "images"
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), color=(c * 25 + i) % 256).save(root / f"class{c}" / f"{i}.png")
+    return str(root)
+
+
+#: folders made immutable by a case (root ignores mode bits): made mutable again after the test
+IMMUTABLE: list[Path] = []
+
+
+def read_only_partition(d: Path) -> list[str]:
+    """The partition folder of this job and date exists, and nothing can be created in it
+    (the output root above it is writable: a preflight that probed only the root missed it)."""
+    from pipeline.publish.layout import partition_url
+
+    spec = base_spec(d)
+    part = Path(partition_url(spec["sample"]["output"], spec["name"], DATE))
+    part.mkdir(parents=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(part)], check=True)
+        IMMUTABLE.append(part)
+    else:
+        part.chmod(0o555)
+    return run_args(write_yaml(d, spec))
+
+
+@pytest.fixture(autouse=True)
+def _mutable_again():
+    yield
+    while IMMUTABLE:
+        subprocess.run(["chattr", "-i", str(IMMUTABLE.pop())], check=False)
+
+
+def alias_bomb(d: Path) -> list[str]:
+    """525 bytes that expand to 9^9 strings; storage_options takes any mapping, so the bomb validated."""
+    lines = ["name: bomb", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{x}: &{x} [{', '.join(['*' + p] * 9)}]" for p, x in zip("abcdefgh", "bcdefghi", strict=True)]
+    return run_args(write_text(d, "\n".join(lines + ["storage_options: {lol: *i}", ""])))
+
+
+def text_case(text: str) -> Callable[[Path], list[str]]:
+    """A spec file that is the base spec's YAML followed by ``text`` (its lines come after the base's)."""
+    def build(d: Path) -> list[str]:
+        return run_args(write_text(d, yaml.safe_dump(base_spec(d), sort_keys=False) + text))
+
+    return build
+
+
+def set_case(*sets: str) -> Callable[[Path], list[str]]:
+    def build(d: Path) -> list[str]:
+        return run_args(write_yaml(d, base_spec(d)), *[a for s in sets for a in ("--set", s)])
+
+    return build
+
+
+def date_case(value: str) -> Callable[[Path], list[str]]:
+    return lambda d: ["run", str(write_yaml(d, base_spec(d))), "--date", value]
+
+
 @dataclass
 class Case:
     build: Callable[[Path], list[str]]
@@ -223,6 +288,89 @@ CASES: dict[str, Case] = {
     "validate-one-bad-of-two": Case(
         lambda d: ["validate", str(write_yaml(d, base_spec(d), "good.yaml")),
                    str(write_yaml(d, base_spec(d, train={"lr": 0}), "bad.yaml"))], "bad.yaml: train.lr"),
+    # --- hostile YAML (issue 13, item 5): refused while parsing, before anything expands
+    "yaml-alias-bomb": Case(alias_bomb, "anchors"),
+    "yaml-alias": Case(text_case("description: *x\n"), "aliases"),
+    "yaml-merge-key": Case(text_case("<<: {description: merged}\n"), "merge keys"),
+    "yaml-repeated-section": Case(text_case("train: {epochs: 500}\n"), "'train' is given twice"),
+    "yaml-repeated-nested-key": Case(lambda d: run_args(write_text(d, "name: x\ntrain:\n  epochs: 1\n  epochs: 9\n")),
+                                     "'epochs' is given twice"),
+    "yaml-too-deep": Case(text_case("description: " + "[" * 200 + "]" * 200 + "\n"), "nested deeper"),
+    "yaml-bad-timestamp": Case(text_case("description: 2026-13-01\n"), "malformed YAML"),
+    "yaml-5000-digit-int": Case(lambda d: run_args(write_text(d, "name: x\nsample: {num_images: " + "9" * 5000 + "}\n")),
+                                "malformed YAML"),
+    "yaml-two-documents": Case(lambda d: run_args(write_text(d, "name: x\n---\nname: y\n")), "malformed YAML"),
+    "yaml-utf16": Case(lambda d: run_args(write_text(d, "name: x\n".encode("utf-16"))), "not a text file"),
+    "spec-too-large": Case(text_case("description: '" + "x" * (1 << 20) + "'\n"), "at most"),
+    "unknown-keys-flood": Case(text_case("".join(f"k{i}: 1\n" for i in range(5000))), "5000 unknown keys"),
+    "per-class-label-twice": Case(lambda d: run_args(write_text(
+        d, yaml.safe_dump(base_spec(d), sort_keys=False).replace("sample:\n", "sample:\n  per_class: {0: 10, '0': 500}\n"))),
+        "sample.per_class"),
+    "per-class-bool-label": Case(spec_with(sample={"per_class": {True: 10}}), "sample.per_class"),
+    # --- values that validated and failed only after training (issue 13, lows)
+    "num-images-true": Case(spec_with(sample={"num_images": True}), "sample.num_images"),
+    "num-images-float": Case(spec_with(sample={"num_images": 100.5}), "sample.num_images"),
+    "epochs-a-string": Case(spec_with(train={"epochs": "3"}), "train.epochs"),
+    "lr-true": Case(spec_with(train={"lr": True}), "train.lr"),
+    "retry-epochs-factor-inf": Case(spec_with(gate={"retry_epochs_factor": float("inf")}), "gate.retry_epochs_factor"),
+    "retry-epochs-explode": Case(spec_with(gate={"retries": 10, "retry_epochs_factor": 100}),
+                                 "gate.retry_epochs_factor"),
+    "cpus-per-worker-inf": Case(spec_with(train={"cpus_per_worker": float("inf")}), "train.cpus_per_worker"),
+    "fid-max-inf": Case(spec_with(gate={"fid_max": float("inf")}), "gate.fid_max"),
+    "uplift-min-nan": Case(spec_with(gate={"uplift_min": float("nan")}), "gate.uplift_min"),
+    "resource-nan": Case(spec_with(train={"resources_per_worker": {"TPU": float("nan")}}), "train.resources_per_worker"),
+    "resource-negative": Case(spec_with(train={"resources_per_worker": {"CPU": -1}}), "train.resources_per_worker"),
+    "batch-size-one-dcgan": Case(spec_with(train={"batch_size": 1}), "train.batch_size"),
+    "batch-size-one-gan": Case(spec_with(model={"kind": "gan", "latent_dim": 8}, train={"batch_size": 1}),
+                               "train.batch_size"),
+    "eval-images-huge": Case(spec_with(gate={"eval_images": 10**12}), "gate.eval_images"),
+    "output-empty": Case(spec_with(sample={"output": ""}), "sample.output"),
+    "storage-empty": Case(spec_with(storage=""), "storage"),
+    "init-from-empty": Case(spec_with(train={"init_from": " "}), "train.init_from"),
+    "output-memory": Case(spec_with(sample={"output": "memory://ds"}), "sample.output"),
+    "storage-memory": Case(spec_with(storage="memory://runs"), "storage"),
+    "one-image-per-class": Case(lambda d: run_args(write_yaml(d, base_spec(
+        d, dataset={"source": "image_folder", "path": image_folder(d, 1, 10)}, gate={"measure": True}))),
+        "dataset.test_fraction"),
+    "fewer-images-than-a-batch-per-worker": Case(lambda d: run_args(write_yaml(d, base_spec(
+        d, dataset={"source": "image_folder", "path": image_folder(d, 2, 2)}, train={"num_workers": 2}))),
+        "train.num_workers"),
+    "partition-read-only": Case(read_only_partition, "sample.output"),
+    # --- plans that cannot be planned (issue 13, item 6)
+    "shards-too-many": Case(spec_with(sample={"num_images": 10_000_000_000, "shard_size": 1}), "sample.shard_size"),
+    "num-images-above-max": Case(spec_with(sample={"num_images": 10**11, "shard_size": 10**7}), "sample.num_images"),
+    "per-class-sum-above-max": Case(spec_with(sample={"per_class": {0: 10**10, 1: 10**10}, "shard_size": 10**7}),
+                                    "sample.per_class"),
+    # --- more a hostile or careless user tries
+    "name-too-long": Case(spec_with(name="a" * 64), "name"),
+    "name-empty": Case(spec_with(name=""), "name"),
+    "name-with-slash": Case(spec_with(name="a/b"), "name"),
+    "description-a-list": Case(spec_with(description=["a", "b"]), "description"),
+    "section-null": Case(spec_with(train=None), "train"),
+    "labels-repeated": Case(spec_with(sample={"labels": [1, 1]}), "sample.labels"),
+    "labels-empty": Case(spec_with(sample={"labels": []}), "sample.labels"),
+    "per-class-empty": Case(spec_with(sample={"per_class": {}}), "sample.per_class"),
+    "per-class-negative": Case(spec_with(sample={"per_class": {1: -3}}), "sample.per_class"),
+    "per-class-all-zero": Case(spec_with(sample={"per_class": {1: 0, 2: 0}}), "sample.per_class"),
+    "format-unknown": Case(spec_with(sample={"format": "jpeg"}), "sample.format"),
+    "channels-two": Case(spec_with(dataset={"channels": 2}), "dataset.channels"),
+    "test-fraction-one": Case(spec_with(dataset={"test_fraction": 1.0}), "dataset.test_fraction"),
+    "betas-one-value": Case(spec_with(train={"betas": [0.5]}), "train.betas"),
+    "max-failures-below-minus-one": Case(spec_with(train={"max_failures": -2}), "train.max_failures"),
+    "num-actors-zero": Case(spec_with(sample={"num_actors": 0}), "sample.num_actors"),
+    "epochs-above-max": Case(spec_with(train={"epochs": 10**9}), "train.epochs"),
+    "timezone-unknown": Case(spec_with(schedule={"cron": "0 2 * * *", "timezone": "Mars/Olympus"}),
+                             "schedule.timezone"),
+    "streaming-digits": Case(spec_with(dataset={"streaming": True}), "dataset"),
+    "dataset-path-unknown-protocol": Case(spec_with(dataset={"source": "image_folder", "path": "nope://x"}), "nope"),
+    "init-from-missing": Case(lambda d: run_args(write_yaml(d, base_spec(
+        d, train={"init_from": str(d / "in" / "no-such-ckpt")}))), ("train.init_from", "no-such-ckpt")),
+    "set-alias": Case(set_case("description=*a"), "--set"),
+    "set-true-for-an-int": Case(set_case("sample.num_images=true"), "sample.num_images"),
+    "set-inf": Case(set_case("gate.fid_max=.inf"), "gate.fid_max"),
+    "date-iso-week": Case(date_case("2026-W01-1"), "--date"),
+    "date-without-dashes": Case(date_case("20260101"), "--date"),
+    "date-empty": Case(date_case(""), "--date"),
     # --- resources the cluster can never provide (asked of the session's 2-CPU, GPU-less Ray)
     "gpu-on-a-gpu-less-cluster": Case(spec_with(train={"use_gpu": True}), "train", ray=True),
     "more-workers-than-cpus": Case(spec_with(train={"num_workers": 64, "cpus_per_worker": 1}), "train", ray=True),
@@ -285,5 +433,5 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case: Case, tmp_path: 
     assert not (d / "pwned").exists() and not (ROOT / "pwned").exists()
 
 
-def test_there_are_at_least_25_cases() -> None:
-    assert len(CASES) >= 25
+def test_there_are_at_least_80_cases() -> None:
+    assert len(CASES) >= 80
