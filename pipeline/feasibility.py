@@ -134,7 +134,7 @@ def is_node_local(url: str | None) -> bool:
 
 
 def train_bundle(spec: JobSpec) -> dict[str, float]:
-    return train_resources(spec).bundle
+    return {k: v for k, v in train_resources(spec).bundle.items() if v > 0}
 
 
 # ---------------------------------------------------------------------------- the check

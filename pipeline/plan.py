@@ -35,12 +35,14 @@ class Resources:
 
 
 def train_resources(spec: JobSpec) -> Resources:
+    """One bundle per Ray Train worker: ``CPU`` always present (an explicit 0 too: left out, Ray
+    Train would reserve one), one GPU per worker when training on GPUs, custom resources as given."""
     t = spec.train
-    b = {k: float(v) for k, v in t.resources_per_worker.items()}
+    b = {k: float(v) for k, v in t.resources_per_worker.items() if float(v) > 0}
     b["CPU"] = float(t.cpus_per_worker)
     if t.use_gpu:
         b["GPU"] = 1.0
-    return Resources(t.num_workers, {k: v for k, v in b.items() if v > 0}, t.use_gpu)
+    return Resources(t.num_workers, b, t.use_gpu)
 
 
 def sample_uses_gpu(spec: JobSpec) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.faults import from_env as faults_from_env
+from pipeline.plan import train_resources
 from pipeline.spec import JobSpec
 from pipeline.train.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, verify_checkpoint
 from pipeline.train.loop import train_loop_per_worker
@@ -212,10 +213,7 @@ def train(
         log.warning("training run %s: %s; resuming from %s, the newest intact checkpoint (the damaged "
                     "files are kept as *.damaged-*)", run_url, why, start_from["url"].rsplit("/", 1)[-1])
     tr = spec.train
-    worker_resources = dict(tr.resources_per_worker)
-    worker_resources["CPU"] = tr.cpus_per_worker
-    if tr.use_gpu:
-        worker_resources["GPU"] = 1
+    worker_resources = train_resources(spec).bundle  # the one definition feasibility checks too
     storage_path, storage_fs = storage_for_ray(root, so)
     # Ray Train's INFO lines (each report's full metrics, worker-group start-up) are forwarded
     # into the job's output; genpipe reports progress itself. Ray's system log files under the
