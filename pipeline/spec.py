@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -54,8 +55,16 @@ def _not_a_bool(v: Any) -> Any:
     return v
 
 
+def _an_int(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer, got {str(v).lower()}")
+    if isinstance(v, numbers.Integral):  # numpy's too (a script computing a spec)
+        return int(v)
+    return v  # anything else meets the strict check: "Input should be a valid integer"
+
+
 #: integers are strict: ``true`` is not 1 and ``"3"`` or ``3.0`` is not 3 (YAML writes ints as ints)
-Int = Annotated[int, Strict()]
+Int = Annotated[int, Strict(), BeforeValidator(_an_int)]
 #: floats accept ints and YAML's ``1e-3`` (a string to YAML 1.1), never booleans; inf/nan are
 #: refused by the models' ``allow_inf_nan=False``
 Float = Annotated[float, BeforeValidator(_not_a_bool)]
