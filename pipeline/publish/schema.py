@@ -27,18 +27,16 @@ Metadata columns (both formats), in this order after the image columns:
 ``model``      string                     model kind (``dcgan``, ``vae``, ``ddpm``)
 ``checkpoint`` string                     sha256 of the checkpoint's ``state.pt``
 ``job``        string                     job name
-``date``       string ``YYYY-MM-DD``      logical date; also the hive partition ``date=...``
-                                          (a real column because ``datasets`` ignores hive
-                                          partitions)
+``date``       string ``YYYY-MM-DD``      logical date (a real column because ``datasets``
+                                          ignores hive folders)
 ``created_at`` timestamp[us, UTC]         when the partition's first attempt started (one
                                           value per partition so re-runs write identical bytes)
 =============  ========================  ===================================================
 
-``date`` is both a column and the hive partition, always as ``string``. ``pyarrow.dataset``
-(``partitioning="hive"``), Ray Data, ``datasets`` and ``open_dataset`` read it fine; the legacy
-``pyarrow.parquet.ParquetDataset`` / ``read_table`` over a *list of files* inside ``date=``
-folders infers the partition as ``dictionary<string>`` and refuses to merge it with the column:
-pass ``partitioning=None`` there (the column already holds the date).
+The files of one date lie in ``data/logical_date=D/`` (:mod:`pipeline.publish.layout`): the hive
+key is not ``date``, so readers that infer a hive key's type (``dictionary<string>`` in pandas
+and ``pyarrow.parquet``, ``Date`` in polars and DuckDB) add a ``logical_date`` column beside
+``date`` instead of clashing with it.
 """
 
 from __future__ import annotations
