@@ -6,6 +6,7 @@ every object written and every error raised is checked for them.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import socket
@@ -273,8 +274,8 @@ def test_hugging_face_datasets_reads_the_card_globs_on_s3(moto_s3, out, monkeypa
     meta = card_front_matter(fs.cat_file(f"{path}/README.md").decode())
     files = {c["config_name"]: c["data_files"][0]["path"] for c in meta["configs"]}
     default = [f"{root}/{g}" for g in files["default"]]
-    ds = datasets.load_dataset("parquet", data_files={"train": default}, storage_options=moto_s3, split="train",
-                               cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset("parquet", data_files={"train": default}, split="train", cache_dir=str(tmp_path / "hf"),
+                               storage_options=copy.deepcopy(moto_s3))  # it adds an "hf" key to what it is given
     assert isinstance(ds.features["label"], datasets.ClassLabel) and ds.features["label"].names == CLASSES
     assert_rows(ds["date"])
     assert isinstance(ds[0]["image"], Image.Image)
