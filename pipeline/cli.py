@@ -171,6 +171,28 @@ def load(spec_path: str, overrides: list[str] | None) -> JobSpec:
     return load_spec(spec_path, parse_overrides(overrides or []))
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout (keys: README "
+                                       "\"Machine-readable output\"); logs stay on stderr")]
+
+
+def emit(json_out: bool, doc: Any, text: str | list[str]) -> None:
+    """The command's result on stdout: ``doc`` as one JSON document, or the text lines."""
+    import json
+
+    if json_out:
+        typer.echo(json.dumps(doc, indent=1, default=str, sort_keys=True))
+    else:
+        typer.echo(text if isinstance(text, str) else "\n".join(text))
+
+
+def _stdout_for_results(json_out: bool) -> Any:
+    """With ``--json``, whatever the work prints (Ray forwards its workers' output to the driver's
+    stdout) goes to stderr, so stdout holds the one JSON document."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
+
+
 SpecArg = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/digits-dcgan.yaml")]
 DateOpt = Annotated[str | None, typer.Option("--date", help="logical date YYYY-MM-DD (default: today, UTC)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a field: --set train.epochs=3")]
@@ -180,22 +202,29 @@ AddrOpt = Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS",
 
 @app.command()
 @cli_errors
-def validate(specs: Annotated[list[str], typer.Argument(help="one or more job specs")]) -> None:
+def validate(specs: Annotated[list[str], typer.Argument(help="one or more job specs")],
+             json_out: JsonOpt = False) -> None:
     """Check job specs; print every problem with its field path (exit 2 if any).
 
     Example: genpipe validate jobs/*.yaml
     """
-    bad = 0
+    bad, docs = 0, []
     for path in specs:
         try:
             spec = load_spec(path)
         except SpecError as exc:
             bad += 1
+            docs.append({"spec": path, "ok": False, "problems": exc.problems})
             for p in exc.problems:
                 typer.echo(f"{path}: {p}", err=True)
             continue
-        typer.echo(f"{path}: ok ({spec.name}: {spec.model.kind} on {spec.dataset.source}, "
-                   f"{spec.sample.total} images)")
+        docs.append({"spec": path, "ok": True, "name": spec.name, "model": spec.model.kind,
+                     "dataset": spec.dataset.source, "images": spec.sample.total, "spec_hash": spec.spec_hash()})
+        if not json_out:
+            typer.echo(f"{path}: ok ({spec.name}: {spec.model.kind} on {spec.dataset.source}, "
+                       f"{spec.sample.total} images)")
+    if json_out:
+        emit(True, {"specs": docs, "ok": not bad}, "")
     if bad:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -209,17 +238,22 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="replace a partition published by a different spec")] = False,
     address: Annotated[str | None, typer.Option("--address", help="ray://... or auto; default: RAY_ADDRESS, "
                                                 "else an embedded local Ray")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Run a job here: train -> evaluate -> sample -> publish. Re-running resumes.
 
     Example: genpipe run jobs/digits-dcgan.yaml --date 2026-11-25
     """
+    from dataclasses import asdict
+
     from pipeline.runner import run_job
 
     setup_logging()
     spec = load(spec_path, overrides)
-    out = run_job(spec, logical_date(date_), overwrite=overwrite, address=address)
-    typer.echo(f"{out.status}: {out.rows} rows, {out.shards} shards -> {out.partition}")
+    with _stdout_for_results(json_out):
+        out = run_job(spec, logical_date(date_), overwrite=overwrite, address=address)
+    emit(json_out, {"job": spec.name, "spec_hash": spec.spec_hash(), **asdict(out)},
+         f"{out.status}: {out.rows} rows, {out.shards} shards -> {out.partition}")
 
 
 @app.command()
@@ -271,7 +305,7 @@ def submit(
 @app.command()
 @cli_errors
 def status(job_id: Annotated[str | None, typer.Argument(help="submission id; all jobs if left out")] = None,
-           address: AddrOpt = None) -> None:
+           address: AddrOpt = None, json_out: JsonOpt = False) -> None:
     """Show a submitted job's status (or every job's).
 
     Example: genpipe status genpipe-digits-dcgan-2026-11-25-1a2b3c4d
@@ -279,22 +313,25 @@ def status(job_id: Annotated[str | None, typer.Argument(help="submission id; all
     from pipeline.submit import status as do_status
 
     res = do_status(address, job_id)
-    for j in res if isinstance(res, list) else [res]:
-        typer.echo(f"{j.get('submission_id')}: {j.get('status')} {j.get('message') or ''}".rstrip())
+    jobs = res if isinstance(res, list) else [res]
+    emit(json_out, {"jobs": jobs} if job_id is None else res,
+         [f"{j.get('submission_id')}: {j.get('status')} {j.get('message') or ''}".rstrip() for j in jobs])
 
 
 @app.command("list")
 @cli_errors
 def list_(address: AddrOpt = None,
-          all_jobs: Annotated[bool, typer.Option("--all", help="include jobs not submitted by genpipe")] = False) -> None:
+          all_jobs: Annotated[bool, typer.Option("--all", help="include jobs not submitted by genpipe")] = False,
+          json_out: JsonOpt = False) -> None:
     """List jobs on the cluster.
 
     Example: genpipe list --address http://127.0.0.1:8265
     """
     from pipeline.submit import list_jobs
 
-    for j in list_jobs(address, all_jobs=all_jobs):
-        typer.echo(f"{j.get('submission_id')}\t{j.get('status')}\t{j.get('entrypoint', '')}")
+    jobs = list_jobs(address, all_jobs=all_jobs)
+    emit(json_out, {"jobs": jobs},
+         [f"{j.get('submission_id')}\t{j.get('status')}\t{j.get('entrypoint', '')}" for j in jobs])
 
 
 @app.command()
@@ -326,7 +363,8 @@ def stop(job_id: Annotated[str, typer.Argument(help="submission id")], address: 
 @cli_errors
 def inspect(
     url: Annotated[str, typer.Argument(help="a published partition or dataset root (any fsspec URL)")],
-    grid: Annotated[str | None, typer.Option(help="write a per-class grid PNG here")] = "grid.png",
+    grid: Annotated[str | None, typer.Option(help="write a per-class grid PNG here (none unless asked)")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Summarise a published dataset: rows, per-label counts, shards, metrics; write a grid PNG.
 
@@ -336,10 +374,17 @@ def inspect(
     from pipeline.publish.layout import LayoutError
 
     try:
-        summary = inspect_dataset(url, grid_path=grid)
+        if json_out:
+            from pipeline.inspect import summarize
+
+            doc = summarize(url)
+            if grid:
+                doc["grid"] = grid
+                inspect_dataset(url, grid_path=grid)
+        summary = "" if json_out else inspect_dataset(url, grid_path=grid)
     except LayoutError as exc:
         raise _err(str(exc), EXIT_BAD_INPUT) from None
-    typer.echo(summary)
+    emit(json_out, doc if json_out else None, summary)
 
 
 @app.command()
@@ -388,7 +433,7 @@ NowOpt = Annotated[str | None, typer.Option("--now", help="pretend it is this ti
 @schedule_app.command("run-due")
 @cli_errors
 def schedule_run_due(spec_path: SpecArg, address: AddrOpt = None, now: NowOpt = None,
-                     overrides: SetOpt = None) -> None:
+                     overrides: SetOpt = None, json_out: JsonOpt = False) -> None:
     """Run (or submit) every logical date that is due, then apply retention. Safe to trigger often.
 
     Example (crontab): */15 * * * *  genpipe schedule run-due jobs/nightly-augment.yaml
@@ -407,19 +452,23 @@ def schedule_run_due(spec_path: SpecArg, address: AddrOpt = None, now: NowOpt = 
 
         return run_job(spec, d.isoformat())
 
-    res = run_due(spec, now=_now(now), run_one=run_one, state_url=spec.storage)  # retention through Partition
+    with _stdout_for_results(json_out):
+        res = run_due(spec, now=_now(now), run_one=run_one, state_url=spec.storage)  # retention through Partition
+    doc = {"job": spec.name, "lease_held_by": res.lease_held_by, "ran": [d.isoformat() for d in res.ran],
+           "skipped": [d.isoformat() for d in res.skipped],
+           "failed": {d.isoformat(): e for d, e in res.failed.items()}, "removed": res.removed_partitions}
     if res.lease_held_by:
-        typer.echo(f"another run holds the lease ({res.lease_held_by}): nothing done")
+        emit(json_out, doc, f"another run holds the lease ({res.lease_held_by}): nothing done")
         return
-    typer.echo(f"ran: {[d.isoformat() for d in res.ran] or 'nothing due'}"
-               + (f"; removed: {res.removed_partitions}" if res.removed_partitions else ""))
+    emit(json_out, doc, f"ran: {[d.isoformat() for d in res.ran] or 'nothing due'}"
+         + (f"; removed: {res.removed_partitions}" if res.removed_partitions else ""))
     if res.failed:
         raise _err("failed: " + "; ".join(f"{d}: {e}" for d, e in res.failed.items()), EXIT_FAILED)
 
 
 @schedule_app.command("show")
 @cli_errors
-def schedule_show(spec_path: SpecArg, now: NowOpt = None, count: int = 5) -> None:
+def schedule_show(spec_path: SpecArg, now: NowOpt = None, count: int = 5, json_out: JsonOpt = False) -> None:
     """Print the next fire times, the dates due now and the recorded state.
 
     Example: genpipe schedule show jobs/nightly-augment.yaml
@@ -429,13 +478,16 @@ def schedule_show(spec_path: SpecArg, now: NowOpt = None, count: int = 5) -> Non
     spec = _scheduled(spec_path, None)
     t = _now(now)
     state = ScheduleState(spec.storage, spec.name, spec.storage_options).load()
-    typer.echo(f"{spec.name}: cron '{spec.schedule.cron}' ({spec.schedule.timezone}), "
-               f"catch-up {spec.schedule.catchup_days} days, retention {spec.schedule.retention or 'all'}")
-    typer.echo("next runs: " + ", ".join(r.isoformat() for r in next_runs(spec.schedule, t, count)))
-    due = due_dates(spec.schedule, t, state.done_dates(), since=state.first_date)
-    typer.echo("due now: " + (", ".join(d.isoformat() for d in due) or "nothing"))
-    for d in sorted(state.done_dates() | state.live_dates()):
-        typer.echo(f"  {d.isoformat()}: {state.entry(d)}")
+    runs = [r.isoformat() for r in next_runs(spec.schedule, t, count)]
+    due = [d.isoformat() for d in due_dates(spec.schedule, t, state.done_dates(), since=state.first_date)]
+    recorded = {d.isoformat(): state.entry(d) for d in sorted(state.done_dates() | state.live_dates())}
+    doc = {"job": spec.name, "cron": spec.schedule.cron, "timezone": spec.schedule.timezone,
+           "catchup_days": spec.schedule.catchup_days, "retention": spec.schedule.retention, "next_runs": runs,
+           "due": due, "state": recorded}
+    emit(json_out, doc, [f"{spec.name}: cron '{spec.schedule.cron}' ({spec.schedule.timezone}), "
+                         f"catch-up {spec.schedule.catchup_days} days, retention {spec.schedule.retention or 'all'}",
+                         "next runs: " + ", ".join(runs), "due now: " + (", ".join(due) or "nothing"),
+                         *[f"  {d}: {e}" for d, e in recorded.items()]])
 
 
 @schedule_app.command("emit")

@@ -42,10 +42,13 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self.interactive:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            # on stderr, like the log lines: stdout carries results only (`--json` documents)
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+                                      console=Console(stderr=True))
             self._progress.start()
         return self
 
