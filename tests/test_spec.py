@@ -198,3 +198,14 @@ def test_the_problem_listing_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         load_spec(big)
     assert "at most" in exc.value.problems[0]
+
+
+def test_sampling_only_fields_keep_the_checkpoint_but_change_the_rows() -> None:
+    from pipeline.spec import parse_spec
+
+    base = parse_spec({"name": "x", "model": {"kind": "ddpm"}})
+    for over in ({"sampler": "ddim"}, {"sample_steps": 25}, {"guidance_scale": 3.0}):
+        other = parse_spec({"name": "x", "model": {"kind": "ddpm", **over}})
+        assert other.train_hash() == base.train_hash()  # the same trained weights serve both
+        assert other.spec_hash() != base.spec_hash()  # but the published rows differ
+    assert base.model.sampler == "dpm++2m" and base.model.sample_steps == 10
