@@ -228,8 +228,8 @@ def test_submit_runs_the_job_inside_the_cluster(head, spec_file):
     assert logs(head.url, res.submission_id, follow=True, out=follow) == "SUCCEEDED"
     assert "published" in follow.getvalue()
 
-    partition = Path(spec.sample.output) / "e2e-tiny" / f"date={DATE}"
-    manifest = json.loads((partition / "manifest.json").read_text())
+    state = Path(spec.sample.output) / "e2e-tiny" / "_genpipe" / f"logical_date={DATE}"
+    manifest = json.loads((state / "manifest.json").read_text())
     assert manifest.get("num_rows", 200) == 200
 
 
