@@ -34,6 +34,17 @@ class Resources:
         return {k: v * n for k, v in self.bundle.items()}
 
 
+def run_name(spec: JobSpec, date: str, attempt: int = 0) -> str:
+    """``<date>-<hash of the training config and the model family's version>[-retryN]``."""
+    import hashlib
+
+    from pipeline.models.base import family
+
+    h = hashlib.sha256(f"{spec.train_hash()}:{family(spec.model.kind).version}".encode()).hexdigest()
+    suffix = f"-retry{attempt}" if attempt else ""
+    return f"{date}-{h[:10]}{suffix}"
+
+
 def train_resources(spec: JobSpec) -> Resources:
     """One bundle per Ray Train worker: ``CPU`` always present (an explicit 0 too: left out, Ray
     Train would reserve one), one GPU per worker when training on GPUs, custom resources as given."""
@@ -151,7 +162,6 @@ class RunPlan:
         from pipeline.publish.layout import partition_url
         from pipeline.publish.storage import join
         from pipeline.sample.plan import make_plan
-        from pipeline.train.trainer import run_name
 
         shard_plan = make_plan(spec.sample, data.num_classes, spec.name, date)  # O(classes), not O(images)
         per_label = {int(k): int(v) for k, v in shard_plan.counts.items() if v}

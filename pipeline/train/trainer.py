@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.faults import from_env as faults_from_env
-from pipeline.plan import train_resources
+from pipeline.plan import run_name, train_resources  # noqa: F401  (run_name: part of this module's API)
 from pipeline.spec import JobSpec
 from pipeline.train.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, verify_checkpoint
 from pipeline.train.loop import train_loop_per_worker
@@ -49,17 +49,6 @@ class TrainResult:
     skipped: bool = False  # the run had already finished: nothing trained
     seconds: float = 0.0
     recovered_from: str | None = None  # the run's newest checkpoint was damaged: resumed from this one
-
-
-def run_name(spec: JobSpec, date: str, attempt: int = 0) -> str:
-    """``<date>-<hash of the training config and the model family's version>[-retryN]``."""
-    import hashlib
-
-    from pipeline.models.base import family
-
-    h = hashlib.sha256(f"{spec.train_hash()}:{family(spec.model.kind).version}".encode()).hexdigest()
-    suffix = f"-retry{attempt}" if attempt else ""
-    return f"{date}-{h[:10]}{suffix}"
 
 
 def storage_for_ray(url: str, storage_options: dict[str, Any]) -> tuple[str, Any]:
