@@ -374,8 +374,8 @@ def test_unreachable_cluster_exits_3_within_seconds(spec_file):
 
 def test_bad_input_before_contacting_the_cluster(tmp_path, spec_file):
     spec = load_spec(spec_file, {"storage": "outputs/runs"})
-    with pytest.raises(SubmitError) as ei:
-        submit(spec_file, spec, address="http://127.0.0.1:9", date=DATE)
+    with pytest.raises(SubmitError) as ei:  # a head elsewhere (TEST-NET-1): relative paths mean nothing there
+        submit(spec_file, spec, address="http://192.0.2.123:9", date=DATE)
     assert ei.value.code == 2 and "storage 'outputs/runs' is a relative path" in ei.value.message
     with pytest.raises(SubmitError) as ei:
         submit(spec_file, load_spec(spec_file), address="http://127.0.0.1:9", date="2026-13-01")
