@@ -103,26 +103,24 @@ def date_dir(date: str) -> str:
     return f"{DATE_KEY}={check_date(date)}"
 
 
-def parse_date_dir(name: str) -> str | None:
-    """The date of a :func:`date_dir` folder name, or None if ``name`` is not one."""
-    m = _DATE_DIR_RE.match(name)
+def _date_of(pattern: re.Pattern[str], name: str) -> str | None:
+    m = pattern.match(name)
     if not m:
         return None
     try:
         return check_date(m.group(1))
     except ValueError:
         return None
+
+
+def parse_date_dir(name: str) -> str | None:
+    """The date of a :func:`date_dir` folder name, or None if ``name`` is not one."""
+    return _date_of(_DATE_DIR_RE, name)
 
 
 def parse_old_date_dir(name: str) -> str | None:
     """The date of a genpipe 0.1 partition folder (``date=YYYY-MM-DD``), or None."""
-    m = _OLD_DATE_DIR_RE.match(name)
-    if not m:
-        return None
-    try:
-        return check_date(m.group(1))
-    except ValueError:
-        return None
+    return _date_of(_OLD_DATE_DIR_RE, name)
 
 
 def dataset_root(output_url: str, job: str) -> str:
