@@ -16,22 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import __version__
+from pipeline.errors import BadInput, JobFailed
 from pipeline.faults import from_env as faults_from_env
 from pipeline.spec import JobSpec
 
 log = logging.getLogger("genpipe")
-
-
-class BadInput(ValueError):
-    """The job cannot run as specified (exit code 2)."""
-
-
-class JobFailed(RuntimeError):
-    """The job ran and failed: training error or quality gate (exit code 1)."""
-
-    def __init__(self, message: str, metrics: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.metrics = metrics
 
 
 @dataclass
