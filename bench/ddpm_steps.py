@@ -57,7 +57,7 @@ def main() -> None:
             "model": base.model.model_copy(update=over),
             "gate": base.gate.model_copy(update={"eval_images": args.images})})
         t = time.perf_counter()
-        synth, labels = eval_samples(spec, done["checkpoint"], data.num_classes, "cpu")
+        synth, labels, _ = eval_samples(spec, done["checkpoint"], data.num_classes, "cpu")
         secs = time.perf_counter() - t
         cas = cas_report(real, synth, labels, seeds=seeds, recipe=PROBE)
         row = {"sampler": sampler + tag, "steps": steps, "img_per_s": round(len(synth) / secs, 1),

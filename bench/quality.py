@@ -56,7 +56,7 @@ def svm_check(spec: Any, ckpt_url: str) -> dict[str, Any]:
     from pipeline.runner import eval_samples
 
     data = load_dataset(spec.dataset)
-    synth, labels = eval_samples(spec, ckpt_url, data.num_classes, "cpu")
+    synth, labels, _ = eval_samples(spec, ckpt_url, data.num_classes, "cpu")
     flat = lambda a: a.reshape(len(a), -1).astype("float64") / 255.0  # noqa: E731
     test_x, test_y = flat(data.test_u8()), data.test_y.numpy()
     real = SVC(gamma="scale").fit(flat(data.train_u8()), data.train_y.numpy()).score(test_x, test_y)
@@ -73,7 +73,7 @@ def mix_sweep(spec: Any, ckpt_url: str, seeds: int) -> list[dict[str, Any]]:
     from pipeline.runner import eval_samples
 
     data = load_dataset(spec.dataset)
-    synth, labels = eval_samples(spec, ckpt_url, data.num_classes, "cpu")
+    synth, labels, _ = eval_samples(spec, ckpt_url, data.num_classes, "cpu")
     tx, ty, ex, ey = data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy()
     seed_list = [spec.train.seed + i for i in range(seeds)]
     rows = []

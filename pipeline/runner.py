@@ -290,6 +290,7 @@ def run_job(
                 f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
                 f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
 
+    judge = resolve_judge(spec, rep)  # before the gate: it measures the filtered images it would publish
     attempt, start_from, metrics, cur = 0, None, None, spec
     while True:
         task = rep.task(f"train {cur.model.kind}" + (f" (retry {attempt})" if attempt else ""), cur.train.epochs,
@@ -304,7 +305,7 @@ def run_job(
         ckpt = tres.checkpoint
         if not cur.gate.measure:
             break
-        metrics = evaluate_checkpoint(cur, data, ckpt.url, rep)
+        metrics = evaluate_checkpoint(cur, data, ckpt.url, rep, judge)
         from pipeline.evaluate import check_gate
 
         failures = check_gate(cur.gate, metrics)
@@ -338,7 +339,7 @@ def run_job(
             ctx = ShardContext(partition=part, class_names=data.class_names, fmt=spec.sample.format,
                                model=spec.model.kind, checkpoint_digest=ckpt.digest,
                                created_at=datetime.fromisoformat(state["created_at"]), faults=faults_from_env(),
-                               spec_hash=spec_hash)
+                               spec_hash=spec_hash, filter=filter_context(spec, judge))
             task = rep.task("sample", plan.total, "images")
             skipped = 0
             t0 = time.perf_counter()
@@ -358,7 +359,8 @@ def run_job(
             manifest = part.publish(infos, provenance=prov, spec_hash=spec_hash, code_version=__version__,
                                     num_images=plan.total, class_names=data.class_names, metrics=metrics,
                                     checkpoint=ckpt.url, checkpoint_digest=ckpt.digest, model=spec.model.kind,
-                                    fmt=spec.sample.format, spec=public_spec(spec), train_epochs=cur.train.epochs)
+                                    fmt=spec.sample.format, spec=public_spec(spec), train_epochs=cur.train.epochs,
+                                    extra=manifest_extra(spec, judge, infos))
             files = write_run_artifacts(cur, part, manifest, tres.history, metrics, data)
     except (PartitionBusy, LayoutError) as exc:
         raise BadInput(str(exc)) from None
@@ -370,8 +372,69 @@ def run_job(
                       sample_seconds, rows / max(sample_seconds, 1e-9), attempt + 1, files)
 
 
-def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any) -> dict[str, Any]:
-    """Measure sample quality in the cluster, on the sampler's kind of device."""
+def resolve_judge(spec: JobSpec, rep: Any) -> dict[str, Any] | None:
+    """``sample.filter``'s judge, loaded or trained (and cached) in the cluster: its URL, sha256
+    and test accuracy (None when the spec has no filter)."""
+    if spec.sample.filter is None:
+        return None
+    import ray
+
+    from pipeline.plan import eval_resources
+
+    res = eval_resources(spec)
+    task = ray.remote(_judge_task).options(num_cpus=res.bundle["CPU"], num_gpus=res.bundle.get("GPU", 0))
+    judge = ray.get(task.remote(spec.model_dump(mode="json"), res.uses_gpu))
+    rep.message(f"sample.filter: judge trained on {judge['num_train']} real images, test accuracy "
+                f"{judge['test_acc']:.4f}; keeping images it gives their own label with p >= "
+                f"{spec.sample.filter.min_confidence:g}")
+    return judge
+
+
+def _judge_task(spec_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
+    import torch
+
+    from pipeline.sample.filter import ensure_judge
+    from pipeline.sample.generate import pick_device
+
+    torch.set_num_threads(max(1, int(ray_cpus())))
+    spec = JobSpec.model_validate(spec_json)
+    return ensure_judge(spec, eval_data(spec), str(pick_device(use_gpu)))
+
+
+def filter_context(spec: JobSpec, judge: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What every sampling actor needs of ``sample.filter`` (see ShardContext.filter)."""
+    f = spec.sample.filter
+    if f is None or judge is None:
+        return None
+    return {"min_confidence": f.min_confidence, "max_attempts": f.max_attempts,
+            "judge_url": judge["url"], "judge_digest": judge["digest"]}
+
+
+def manifest_extra(spec: JobSpec, judge: dict[str, Any] | None, infos: list[Any]) -> dict[str, Any]:
+    """Manifest keys beyond the standard ones: ``filter`` (settings, judge, acceptance per class,
+    added up over every shard's footer, including shards an earlier run of this spec wrote)."""
+    extra: dict[str, Any] = {}
+    if spec.sample.filter is not None and judge is not None:
+        from pipeline.sample.filter import FilterStats
+
+        stats = FilterStats()
+        for info in infos:
+            if info.filter_stats is not None:
+                stats.add(FilterStats.from_json(info.filter_stats))
+        tried, accepted = sum(stats.tried.values()), sum(stats.accepted.values())
+        extra["filter"] = {
+            "min_confidence": spec.sample.filter.min_confidence, "max_attempts": spec.sample.filter.max_attempts,
+            "judge": {k: judge[k] for k in ("digest", "key", "test_acc", "num_train")},
+            "acceptance_rate_overall": round(accepted / tried, 4) if tried else None,
+            **stats.to_json(),
+        }
+    return extra
+
+
+def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any,
+                        judge: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure sample quality in the cluster, on the sampler's kind of device (with ``judge``: of
+    the images ``sample.filter`` keeps, which is what would be published)."""
     import ray
 
     from pipeline.plan import eval_resources
@@ -379,12 +442,13 @@ def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any) -> di
     res = eval_resources(spec)
     task = ray.remote(_evaluate_task).options(num_cpus=res.bundle["CPU"], num_gpus=res.bundle.get("GPU", 0))
     rep.message(f"evaluating {spec.gate.eval_images} samples against the real test split ...")
-    metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, res.uses_gpu))
+    metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, res.uses_gpu, filter_context(spec, judge)))
     rep.message("quality: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
 
 
-def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> dict[str, Any]:
+def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool,
+                   filter_ctx: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     from pipeline.evaluate import ProbeRecipe, RealSplit, evaluate_quality
@@ -395,22 +459,30 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool) -> d
     spec = JobSpec.model_validate(spec_json)
     data = eval_data(spec)
     device = pick_device(use_gpu)
-    synth, labels = eval_samples(spec, ckpt_url, data.num_classes, device)
+    synth, labels, filter_stats = eval_samples(spec, ckpt_url, data.num_classes, device, filter_ctx)
     all_y = None if data.all_train_y is None else data.all_train_y.numpy()
     real = RealSplit.checked(data.train_u8(), data.train_y.numpy(), data.test_u8(), data.test_y.numpy(),
                              data.num_classes, data.all_train_u8(), all_y)
     g = spec.gate
-    return evaluate_quality(
+    metrics = evaluate_quality(
         real, synth, labels, cache_url=join(spec.storage, "_cache", "features"),
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
         device=str(device), recipe=ProbeRecipe(kind=g.probe), seeds=g.seeds,
         distill_fraction=g.distill_fraction, synthetic_ratio=g.synthetic_ratio,
     )
+    if filter_stats is not None:  # what the filter kept of the evaluation's own draw
+        metrics["filter_acceptance_rate"] = round(sum(filter_stats.accepted.values())
+                                                  / max(1, sum(filter_stats.tried.values())), 4)
+        metrics["filter_forced"] = int(sum(filter_stats.forced.values()))
+    return metrics
 
 
-def eval_samples(spec: JobSpec, ckpt_url: str, num_classes: int, device: Any) -> tuple[Any, Any]:
+def eval_samples(spec: JobSpec, ckpt_url: str, num_classes: int, device: Any,
+                 filter_ctx: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
     """The gate's ``gate.eval_images`` samples (uint8 NHWC, labels spread evenly over the classes),
-    from seeds apart from the published ones: a held-out draw, the same for every evaluation."""
+    from seeds apart from the published ones: a held-out draw, the same for every evaluation.
+    With ``filter_ctx`` (:func:`filter_context`) they go through ``sample.filter`` as published
+    rows do; returns (images, labels, FilterStats or None)."""
     import numpy as np
 
     from pipeline.sample.generate import generate_u8, load_generator
@@ -420,8 +492,18 @@ def eval_samples(spec: JobSpec, ckpt_url: str, num_classes: int, device: Any) ->
     n = spec.gate.eval_images
     labels = spread_labels({k: n // num_classes + (k < n % num_classes) for k in range(num_classes)})
     seeds = image_seeds(spec.train.seed + 7919, 0, n)
-    synth = generate_u8(fam, seeds, labels, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
-    return synth, np.asarray(labels)
+
+    def draw(s: Any, y: Any) -> Any:
+        return generate_u8(fam, s, y, batch_size=spec.sample.batch_size, bf16=spec.train.bf16)
+
+    if filter_ctx is None:
+        return draw(seeds, labels), np.asarray(labels), None
+    from pipeline.sample.filter import filtered_generate, load_judge
+
+    judge = load_judge(filter_ctx["judge_url"], filter_ctx["judge_digest"], spec.storage_options, device)
+    synth, _, stats = filtered_generate(draw, judge, seeds, labels, min_confidence=filter_ctx["min_confidence"],
+                                        max_attempts=filter_ctx["max_attempts"])
+    return synth, np.asarray(labels), stats
 
 
 #: real training images held in memory for evaluation of a streamed dataset (memorization, uplift)

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
+
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
@@ -70,8 +72,10 @@ Int = Annotated[int, Strict(), BeforeValidator(_an_int)]
 Float = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
-class SpecError(ValueError):
-    """A job spec that cannot be used. ``problems`` holds one line per problem."""
+class SpecError(GenpipeError, ValueError):
+    """A job spec that cannot be used. ``problems`` holds one line per problem (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
@@ -207,6 +211,18 @@ MAX_IMAGES = 10_000_000_000
 MAX_SHARDS = 100_000
 
 
+class FilterSpec(_Part):
+    """Keep only generated images that a classifier trained on the generator's own real training
+    images assigns to their label with at least ``min_confidence``. Each row tries up to
+    ``max_attempts`` candidate seeds that follow from the plan (the first accepted one is kept;
+    after that many rejections, the most confident candidate), so a shard never holds fewer rows
+    than asked for and the same spec gives the same rows. The acceptance rate per class goes into
+    the manifest. See pipeline/sample/filter.py."""
+
+    min_confidence: Float = Field(0.9, gt=0, le=1, description="the judge's probability for the image's own label")
+    max_attempts: Int = Field(4, ge=1, le=32, description="candidate seeds per row before the best one is kept")
+
+
 class SampleSpec(_Part):
     num_images: Int = Field(10_000, ge=1, le=MAX_IMAGES)
     per_class: dict[int, Int] | None = Field(
@@ -225,6 +241,8 @@ class SampleSpec(_Part):
     seed: Int = Field(0, ge=0)
     output: Url = Field("outputs/datasets", description="fsspec URL of the dataset root")
     grid_per_class: Int = Field(10, ge=1, le=64)
+    filter: FilterSpec | None = Field(None, description="drop images a real-trained classifier disowns "
+                                      "(off when absent)")
 
     @field_validator("per_class", mode="before")
     @classmethod
@@ -393,6 +411,8 @@ class JobSpec(_Part):
                                                   "storage", "shared_storage"})
         for k in ("output", "num_actors", "batch_size", "grid_per_class", "mode"):
             d["sample"].pop(k, None)
+        if d["sample"].get("filter") is None:  # absent: the hash of every spec from before the field
+            d["sample"].pop("filter", None)
         d["dataset"].pop("storage_options", None)
         for k in ("max_failures", "checkpoint_every", "resources_per_worker", "cpus_per_worker"):
             d["train"].pop(k, None)

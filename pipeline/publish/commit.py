@@ -35,7 +35,7 @@ from pipeline.publish.layout import (
 )
 from pipeline.publish.manifest import Manifest
 from pipeline.publish.parquet_io import inspect_parquet, label_counts, parquet_bytes
-from pipeline.publish.provenance import Provenance, metadata_of_bytes
+from pipeline.publish.provenance import Provenance, filter_stats_of, metadata_of_bytes
 from pipeline.publish.storage import StorageError, redact, storage_errors, with_retries
 
 if TYPE_CHECKING:
@@ -78,7 +78,8 @@ def write_shard(where: Partition | str, index: int, num_shards: int, table: pa.T
     if provenance is not None:
         table = provenance.stamp(table, index, num_shards)
     data = parquet_bytes(table)
-    mine = ShardInfo(index, name, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), label_counts(table))
+    mine = ShardInfo(index, name, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), label_counts(table),
+                     filter_stats_of(table.schema.metadata))
     so = part.storage_options
     url = part.data_file_url(name)
     with storage_errors(f"writing {url}", so):
@@ -150,8 +151,9 @@ def verify_shard(where: Partition | str, index: int, num_shards: int, expected_r
     if problem:
         log.warning("%s is not a complete shard: %s", redact(url, so), problem)
         return None
+    metadata = metadata_of_bytes(data)
     if provenance is not None:
-        foreign = provenance.problem(metadata_of_bytes(data), index, num_shards)
+        foreign = provenance.problem(metadata, index, num_shards)
         if foreign:
             log.warning("%s is not this run's shard: %s", redact(url, so), foreign)
             return None
@@ -159,7 +161,7 @@ def verify_shard(where: Partition | str, index: int, num_shards: int, expected_r
     if expected_sha256 is not None and sha != expected_sha256:
         log.warning("%s: sha256 %s differs from the expected %s", redact(url, so), sha[:12], expected_sha256[:12])
         return None
-    return ShardInfo(index, name, expected_rows, len(data), sha, counts)
+    return ShardInfo(index, name, expected_rows, len(data), sha, counts, filter_stats_of(metadata))
 
 
 def remove_shard(where: Partition | str, index: int, num_shards: int,

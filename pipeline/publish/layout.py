@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, GenpipeError
 from pipeline.publish.schema import check_date
 from pipeline.publish.storage import SafeMessage, join, url_to_fs
 
@@ -51,15 +52,19 @@ _OLD_DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 OLD_SIDECARS = ("manifest.json", ".genpipe-run.json", ".genpipe-lease.json", "_report", ".staging")
 
 
-class ManifestError(ValueError, SafeMessage):
-    """A manifest that cannot be used (unreadable, or inconsistent with its shards)."""
+class ManifestError(GenpipeError, ValueError, SafeMessage):
+    """A manifest that cannot be used (unreadable, or inconsistent with its shards). Exit code 1
+    (``genpipe run`` turns an unreadable published manifest into bad input itself)."""
+
+    exit_code = EXIT_FAILED
+    name_in_message = True
 
 
-class LayoutError(ValueError, SafeMessage):
+class LayoutError(GenpipeError, ValueError, SafeMessage):
     """A dataset folder that is not in this layout (an older genpipe's, or not genpipe's), or a
     symbolic link where genpipe writes. Exit code 2: the input has to change."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass
@@ -73,6 +78,7 @@ class ShardInfo:
     bytes: int
     sha256: str
     label_counts: dict[int, int] = field(default_factory=dict)
+    filter_stats: dict[str, Any] | None = None  # sample.filter's counts from the footer (None: no filter)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "index": self.index, "rows": self.rows, "bytes": self.bytes,

@@ -76,3 +76,26 @@ def metadata_of_file(fs: Any, path: str) -> dict[bytes, bytes] | None:
     """Key-value metadata of a Parquet file in storage, reading only its footer."""
     with fs.open(path, "rb") as f:
         return pq.ParquetFile(f).metadata.metadata
+
+
+#: footer key of a shard's ``sample.filter`` counts (per label: tried, accepted, forced), so a
+#: resumed run's manifest adds up every shard's counts, including those an earlier run wrote
+FILTER_KEY = b"genpipe_filter"
+
+
+def stamp_filter_stats(table: pa.Table, stats: Mapping[str, Any]) -> pa.Table:
+    meta = dict(table.schema.metadata or {})
+    meta[FILTER_KEY] = json.dumps(stats, sort_keys=True).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def filter_stats_of(metadata: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
+    """The filter counts stamped into a shard's footer (None: written without a filter, or garbled)."""
+    raw = (metadata or {}).get(FILTER_KEY)
+    if not raw:
+        return None
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None

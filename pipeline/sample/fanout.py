@@ -51,6 +51,8 @@ class ShardContext:
     created_at: datetime
     faults: dict[str, Any] | None = None  # see pipeline/faults.py
     spec_hash: str = ""  # with checkpoint_digest: the provenance stamped into, and required of, every shard
+    #: sample.filter resolved for this run: min_confidence, max_attempts, judge_url, judge_digest (None: off)
+    filter: dict[str, Any] | None = None
 
     @property
     def job(self) -> str:
@@ -71,21 +73,36 @@ class ShardContext:
         return Provenance(self.spec_hash, self.checkpoint_digest)
 
 
-def commit_shard(images: np.ndarray, shard: Shard, ctx: ShardContext, encode_workers: int = 1) -> Any:
+@dataclass
+class Drawn:
+    """One shard's generated rows: the images, the seed each was drawn from (the plan's own, or
+    with ``sample.filter`` the candidate that was kept) and the filter's counts (None: no filter)."""
+
+    images: np.ndarray
+    seeds: np.ndarray
+    filter_stats: dict[str, Any] | None = None
+
+
+def commit_shard(drawn: Drawn | np.ndarray, shard: Shard, ctx: ShardContext, encode_workers: int = 1) -> Any:
     """Encode (PNG or raw) and commit one shard; returns its ShardInfo."""
+    from pipeline.publish.provenance import stamp_filter_stats
     from pipeline.publish.schema import build_table
 
+    if not isinstance(drawn, Drawn):
+        drawn = Drawn(drawn, shard.seeds)
     table = build_table(
-        images, shard.labels, shard.seeds, image_ids(ctx.job, ctx.date, shard), shard.index,
+        drawn.images, shard.labels, drawn.seeds, image_ids(ctx.job, ctx.date, shard), shard.index,
         class_names=ctx.class_names, fmt=ctx.fmt, model=ctx.model, checkpoint=ctx.checkpoint_digest,
         job=ctx.job, date=ctx.date, created_at=ctx.created_at, workers=encode_workers,
     )
+    if drawn.filter_stats is not None:
+        table = stamp_filter_stats(table, drawn.filter_stats)
     return ctx.partition.write_shard(shard.index, shard.num_shards, table, provenance=ctx.provenance)
 
 
-def _encode_task(images: np.ndarray, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
+def _encode_task(drawn: Drawn, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
     t0 = time.perf_counter()
-    info = commit_shard(images, shard, ctx)
+    info = commit_shard(drawn, shard, ctx)
     return {"info": info, "skipped": False, "seconds": time.perf_counter() - t0}
 
 
@@ -104,14 +121,29 @@ class SamplerActor:
         else:
             torch.backends.cudnn.benchmark = False  # same kernels every time: repeatable bytes
         self.fam, self.ckpt = load_generator(ckpt_url, self.spec, self.device)
+        self._judge: Any = None
 
-    def generate(self, shard: Shard, ctx: ShardContext) -> np.ndarray:
+    def generate(self, shard: Shard, ctx: ShardContext) -> Drawn:
         from pipeline.sample.generate import generate_u8
 
-        images = generate_u8(self.fam, shard.seeds, shard.labels, batch_size=self.spec.sample.batch_size,
-                             bf16=self.spec.train.bf16)
+        def draw(seeds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+            return generate_u8(self.fam, seeds, labels, batch_size=self.spec.sample.batch_size,
+                               bf16=self.spec.train.bf16)
+
+        if ctx.filter is None:
+            drawn = Drawn(draw(shard.seeds, shard.labels), shard.seeds)
+        else:
+            from pipeline.sample.filter import filtered_generate, load_judge
+
+            f = ctx.filter
+            if self._judge is None:
+                self._judge = load_judge(f["judge_url"], f["judge_digest"], self.spec.storage_options, self.device)
+            images, seeds, stats = filtered_generate(draw, self._judge, shard.seeds, shard.labels,
+                                                     min_confidence=f["min_confidence"],
+                                                     max_attempts=f["max_attempts"])
+            drawn = Drawn(images, seeds, stats.to_json())
         maybe_exit(ctx.faults, "sample_exit_on_shard", shard.index)
-        return images
+        return drawn
 
     def run_shard(self, shard: Shard, ctx: ShardContext) -> dict[str, Any]:
         """fused layout: generate, encode and commit in this process."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,12 @@ class FilterStats:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         return self
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FilterStats:
+        """The counts of :meth:`to_json` (the rates are recomputed)."""
+        return cls(*({int(k): int(v) for k, v in (d.get(part) or {}).items()}
+                     for part in ("tried", "accepted", "forced")))
 
     def acceptance(self) -> dict[int, float]:
         """Accepted images / images generated, per label."""
@@ -106,3 +113,76 @@ def filtered_generate(generate: Generate, judge: Judge, seeds: np.ndarray, label
         stats.forced[int(lab)] = int(cnt)
     assert images is not None
     return images, used, stats
+
+
+# -- the judge: a classifier trained on the generator's own real training images ---------------
+
+#: rows per judge call: a fixed shape, so a row's probabilities never depend on the other rows
+#: of its call (the same rule as the generator's blocks, see pipeline/sample/generate.py)
+JUDGE_BLOCK = 256
+
+
+def judge_key(dataset_key: str, train_fraction: float, split_seed: int) -> str:
+    """Cache key of the judge of a dataset: the FID feature net's own key when the generator saw
+    the whole train split (one net for both), else one per subset the generator was trained on
+    (a judge trained on more real images than the generator saw would smuggle them in)."""
+    if train_fraction >= 1:
+        return dataset_key
+    return f"{dataset_key}-f{train_fraction:.6g}-s{int(split_seed)}"
+
+
+def ensure_judge(spec: Any, data: Any, device: str = "cpu") -> dict[str, Any]:
+    """Load (or train and cache, under ``<storage>/_cache/features``) the judge of ``spec``'s data;
+    returns ``{"url", "digest", "test_acc", "num_train", "key"}``. ``digest`` is the sha256 of the
+    cache file: every sampling actor checks it reads the same judge."""
+    import hashlib
+
+    import fsspec
+
+    from pipeline.evaluate.features import get_feature_net
+    from pipeline.publish.storage import join
+
+    ds = spec.dataset
+    key = judge_key(data.key, ds.train_fraction, ds.split_seed)
+    cache_url = join(spec.storage, "_cache", "features")
+    _, info = get_feature_net(cache_url, key, data.train_u8(), data.train_y.numpy(), data.num_classes,
+                              data.test_u8(), data.test_y.numpy(), spec.storage_options, seed=0, device=device)
+    with fsspec.open(info["url"], "rb", **spec.storage_options) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"url": info["url"], "digest": digest, "test_acc": float(info["test_acc"]),
+            "num_train": int(info["num_train"]), "key": key}
+
+
+def load_judge(url: str, digest: str, storage_options: dict[str, Any] | None, device: Any) -> Judge:
+    """The judge at ``url`` as a :data:`Judge` (uint8 NHWC -> class probabilities), refusing a
+    file whose sha256 is not ``digest`` (the cache was replaced since the run began)."""
+    import hashlib
+
+    import fsspec
+    import torch
+
+    from pipeline.evaluate.classifier import u8_to_tensor
+    from pipeline.evaluate.features import _decode
+
+    with fsspec.open(url, "rb", **(storage_options or {})) as f:
+        raw = f.read()
+    got = hashlib.sha256(raw).hexdigest()
+    if got != digest:
+        raise RuntimeError(f"sample.filter: the judge at {url} changed during the run "
+                           f"(sha256 {got[:12]}, expected {digest[:12]}): run the job again")
+    net, _ = _decode(raw)
+    net = net.to(device).eval()
+
+    @torch.inference_mode()
+    def judge(images_u8: np.ndarray) -> np.ndarray:
+        n = len(images_u8)
+        out = np.empty((n, net.cfg.num_classes), dtype=np.float32)
+        for lo in range(0, n, JUDGE_BLOCK):
+            x = u8_to_tensor(images_u8[lo:lo + JUDGE_BLOCK])
+            m = len(x)
+            if m < JUDGE_BLOCK:  # pad the tail block: same shape, same kernels, same numbers
+                x = torch.cat([x, x[:1].expand(JUDGE_BLOCK - m, *x.shape[1:])])
+            out[lo:lo + m] = torch.softmax(net(x.to(device)).float(), 1)[:m].cpu().numpy()
+        return out
+
+    return judge
