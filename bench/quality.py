@@ -16,6 +16,10 @@ Then, per family and per ``--fractions`` value, a run whose generator is trained
 stratified fraction of the train split (``dataset.train_fraction``): ``uplift_same_data`` there is
 the low-data user's question, with memorization measured against the subset. Last, for the best
 family, the synthetic share sweep (``gate.synthetic_ratio``) behind the default mix.
+
+With ``--filter`` every run above is repeated with ``sample.filter`` on (the same checkpoint: the
+filter is a sampling setting), and ``filter`` records CAS, uplifts and memorization with the filter
+and without it side by side, with the per-class acceptance rates from the manifest.
 Everything lands in bench/results/quality-digits.json (and is printed as it comes).
 """
 
@@ -87,6 +91,27 @@ def mix_sweep(spec: Any, ckpt_url: str, seeds: int) -> list[dict[str, Any]]:
         print(json.dumps({"mix": row}), flush=True)
     _ = np  # numpy is imported for the samples' arrays
     return rows
+
+
+FILTER = {"min_confidence": 0.9, "max_attempts": 4}
+FILTER_KEYS = ["cas", "cas_ci95", "cas_ratio", "cas_ratio_ci95", "fid", "memorization", "uplift_distill",
+               "uplift_distill_ci95", "uplift_same_data", "uplift_same_data_ci95", "uplift_full",
+               "uplift_full_ci95", "sample_seconds", "wall_seconds"]
+
+
+def filtered_pair(path: Path, work: Path, over: dict[str, Any], tag: str, plain: dict[str, Any]) -> dict[str, Any]:
+    """The run ``plain`` again with ``sample.filter`` on (training reused): both sides' figures."""
+    from pipeline.publish.partition import Partition
+    from pipeline.spec import deep_merge
+
+    row, spec, _ = run_one(path, work, deep_merge(over, {"sample": {"filter": FILTER, "output": str(work / "data-filter")}}),
+                           tag + "+filter")
+    man = Partition.of(spec.sample.output, spec.name, "2026-01-01").read_manifest()
+    f = (man.get("filter") if man is not None else None) or {}
+    return {"filter": FILTER, "off": {k: plain.get(k) for k in FILTER_KEYS},
+            "on": {k: row.get(k) for k in FILTER_KEYS}, "status": row["status"],
+            "acceptance_rate": f.get("acceptance_rate"), "acceptance_rate_overall": f.get("acceptance_rate_overall"),
+            "forced": f.get("forced"), "judge_test_acc": (f.get("judge") or {}).get("test_acc")}
 
 
 def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dict[str, Any], Any, Any]:
@@ -165,6 +190,7 @@ def main() -> None:
     ap.add_argument("--fraction-steps", type=int, default=1000,
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
+    ap.add_argument("--filter", action="store_true", help="repeat each run with sample.filter on")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--work", default=None, help="working folder (a rerun with the same one reuses finished runs)")
     ap.add_argument("--merge", action="store_true", help="update the families run in an existing --out file")
@@ -178,10 +204,11 @@ def main() -> None:
     res: dict[str, Any] = {
         "machine": f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, no GPU",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "method": __doc__.strip().splitlines()[0], "models": {}, "train_fraction": {}, "mix": None}
+        "method": __doc__.strip().splitlines()[0], "models": {}, "train_fraction": {}, "mix": None,
+        "filter": {}}
     if args.merge and out_path.exists():
         old = json.loads(out_path.read_text())
-        res.update({k: old.get(k, res[k]) for k in ("models", "train_fraction", "mix")})
+        res.update({k: old.get(k, res[k]) for k in ("models", "train_fraction", "mix", "filter")})
         res["runs"] = old.get("runs", [old.get("date")]) + [res["date"]]
 
     def save() -> None:
@@ -197,6 +224,10 @@ def main() -> None:
         res["models"][fam] = row
         print(json.dumps(row), flush=True)
         save()
+        if args.filter:
+            res["filter"][fam] = filtered_pair(path, work, {}, fam, row)
+            print(json.dumps({"filter": fam, **res["filter"][fam]}), flush=True)
+            save()
     if not args.no_mix and res["models"]:
         best = max(res["models"].values(), key=lambda r: r.get("cas_ratio") or 0)
         fam = best["run"]
@@ -220,6 +251,10 @@ def main() -> None:
             res["train_fraction"].setdefault(f"{frac:g}", {})[fam] = row
             print(json.dumps(row), flush=True)
             save()
+            if args.filter:
+                res["filter"][f"{fam}@{frac:g}"] = filtered_pair(path, work, over, f"{fam}@{frac:g}", row)
+                print(json.dumps({"filter": f"{fam}@{frac:g}", **res["filter"][f"{fam}@{frac:g}"]}), flush=True)
+                save()
     print(f"wrote {out_path}")
 
 
