@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNREACHABLE, GenpipeError
 from pipeline.spec import JobSpec, SpecError, load_spec, parse_overrides
 
 app = typer.Typer(
@@ -47,7 +48,6 @@ schedule_app = typer.Typer(help="Nightly schedules with logical dates (for cron,
 app.add_typer(schedule_app, name="schedule")
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 #: the signal that stopped this command, if one did (SIGTERM is turned into KeyboardInterrupt)
@@ -88,13 +88,6 @@ def _err(msg: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _loaded(*names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes of already-imported modules only (see storage.loaded_classes)."""
-    from pipeline.publish.storage import loaded_classes
-
-    return loaded_classes(*names)
-
-
 def _remote_cause(exc: BaseException) -> BaseException:
     """The exception a Ray task raised, without Ray's wrapper (whose text is the remote traceback)."""
     rex = sys.modules.get("ray.exceptions")
@@ -104,12 +97,11 @@ def _remote_cause(exc: BaseException) -> BaseException:
 
 
 def cli_errors(fn: F) -> F:
-    """Map the project's exceptions to one-line messages and exit codes."""
+    """Map exceptions to one-line messages and exit codes: every error genpipe raises on purpose
+    is a :class:`~pipeline.errors.GenpipeError` and carries its own ``exit_code``."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # the project's exception classes are looked up only when something failed, and only
-        # in modules already imported (``_loaded``): a bad spec must not cost a torch import
         install_signal_handlers()
         try:
             try:
@@ -126,17 +118,12 @@ def cli_errors(fn: F) -> F:
             typer.echo(f"genpipe: stopped by {signal.Signals(signum).name}: nothing half-published; "
                        "run the same command again to resume", err=True)
             raise typer.Exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT) from None
-        except SpecError as exc:
+        except SpecError as exc:  # a GenpipeError that prints one line per problem
             for p in exc.problems:
                 typer.echo(f"{exc.source}: {p}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except _loaded("pipeline.runner:BadInput", "pipeline.data.base:DataError",
-                       "pipeline.train.checkpoint:CheckpointError") as exc:
-            raise _err(str(exc), EXIT_BAD_INPUT) from None
-        except _loaded("pipeline.runner:JobFailed") as exc:
-            raise _err(str(exc), EXIT_FAILED) from None
-        except _loaded("pipeline.submit:SubmitError") as exc:
-            raise _err(exc.message, exc.code) from None  # type: ignore[attr-defined]
+            raise typer.Exit(exc.exit_code) from None
+        except GenpipeError as exc:
+            raise _err(f"{type(exc).__name__}: {exc}" if exc.name_in_message else str(exc), exc.exit_code) from None
         except ConnectionError as exc:
             raise _err(f"cluster unreachable: {exc}", EXIT_UNREACHABLE) from None
         except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -371,19 +358,15 @@ def inspect(
     Example: genpipe inspect outputs/datasets/digits-dcgan/data/logical_date=2026-11-25
     """
     from pipeline.inspect import inspect_dataset
-    from pipeline.publish.layout import LayoutError
 
-    try:
-        if json_out:
-            from pipeline.inspect import summarize
+    if json_out:
+        from pipeline.inspect import summarize
 
-            doc = summarize(url)
-            if grid:
-                doc["grid"] = grid
-                inspect_dataset(url, grid_path=grid)
-        summary = "" if json_out else inspect_dataset(url, grid_path=grid)
-    except LayoutError as exc:
-        raise _err(str(exc), EXIT_BAD_INPUT) from None
+        doc = summarize(url)
+        if grid:
+            doc["grid"] = grid
+            inspect_dataset(url, grid_path=grid)
+    summary = "" if json_out else inspect_dataset(url, grid_path=grid)
     emit(json_out, doc if json_out else None, summary)
 
 
@@ -399,14 +382,10 @@ def migrate(
 
     Example: genpipe migrate outputs/datasets/digits-dcgan
     """
-    from pipeline.publish.layout import LayoutError
     from pipeline.publish.migrate import migrate as do_migrate
 
     so = load(spec_path, None).storage_options if spec_path else None
-    try:
-        moved = do_migrate(url, so, say=typer.echo)
-    except LayoutError as exc:
-        raise _err(str(exc), EXIT_BAD_INPUT) from None
+    moved = do_migrate(url, so, say=typer.echo)  # LayoutError: exit 2 (cli_errors)
     typer.echo(f"migrated {len(moved)} partition(s)" if moved else f"{url}: nothing in the old layout")
 
 

@@ -2,8 +2,14 @@
 exits with (1 the job ran and failed, 2 the input has to change, 3 the cluster or store cannot
 be reached). Every module's own errors subclass it (often together with the builtin they used
 to be, e.g. ``ValueError``, so ``except ValueError`` elsewhere keeps working), and the CLI
-catches this one type. The message of a GenpipeError is shown to the user as it is: it must
-already be free of credentials (see :mod:`pipeline.publish.storage`).
+catches this one type: it prints ``genpipe: error: <message>`` and exits with ``exit_code``
+(a :class:`~pipeline.spec.SpecError` prints one line per problem instead). The message is
+shown as it is, after the class name where ``name_in_message`` is set (for errors whose
+message alone does not say what failed: ``StorageError: writing s3://...``); it must already
+be free of credentials (see :mod:`pipeline.publish.storage`).
+
+This module imports nothing heavy: the CLI imports it before it knows whether a job runs
+(a bad spec must not cost a torch import).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ class GenpipeError(Exception):
     """Base of every error genpipe raises on purpose; ``exit_code`` says what kind it is."""
 
     exit_code: int = EXIT_FAILED
+    #: the CLI's line starts with the class name ("StorageError: ...")
+    name_in_message: bool = False
 
 
 class BadInput(GenpipeError, ValueError):

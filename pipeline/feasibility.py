@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.plan import SAMPLE_ACTOR_CPU, SAMPLE_ACTOR_GPU, sample_uses_gpu, train_resources
 from pipeline.spec import JobSpec
 
@@ -46,8 +47,11 @@ NODE_LOCAL_SCHEMES = ("file", "local", "memory")
 _EPS = 1e-9
 
 
-class FeasibilityError(ValueError):
-    """The cluster can never run the job. ``problems`` holds one line per problem."""
+class FeasibilityError(GenpipeError, ValueError):
+    """The cluster can never run the job. ``problems`` holds one line per problem (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+    name_in_message = True
 
     def __init__(self, problems: list[str]):
         self.problems = problems

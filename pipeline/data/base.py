@@ -16,11 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.spec import DatasetSpec
 
 
-class DataError(ValueError):
-    """A dataset that cannot be loaded; the message names the file or field."""
+class DataError(GenpipeError, ValueError):
+    """A dataset that cannot be loaded; the message names the file or field (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass

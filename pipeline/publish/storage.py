@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from pipeline.errors import EXIT_FAILED, GenpipeError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -79,8 +81,12 @@ class SafeMessage(Exception):  # noqa: N818 - a marker, not an error of its own
     :func:`storage_errors` lets them through unchanged."""
 
 
-class StorageError(OSError, SafeMessage):
-    """A storage operation failed; the message names the location with credentials removed."""
+class StorageError(GenpipeError, OSError, SafeMessage):
+    """A storage operation failed; the message names the location with credentials removed.
+    Exit code 1: the job ran and failed (an unreachable store raises ConnectionError, exit 3)."""
+
+    exit_code = EXIT_FAILED
+    name_in_message = True
 
 
 # ------------------------------------------------------------------------------------------ secrets

@@ -26,6 +26,7 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.publish.layout import LEASE_NAME
 from pipeline.publish.storage import SafeMessage, redact, storage_errors, with_retries
 
@@ -45,8 +46,11 @@ DEFAULT_TTL = 60.0
 _LIVE: set[str] = set()
 
 
-class PartitionBusy(RuntimeError, SafeMessage):
-    """Another run holds the partition's writer lease (or took it over from this one)."""
+class PartitionBusy(GenpipeError, RuntimeError, SafeMessage):
+    """Another run holds the partition's writer lease (or took it over from this one). Exit
+    code 2, as ``genpipe run`` has always refused a second writer."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @cache

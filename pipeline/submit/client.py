@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import GenpipeError
 from pipeline.feasibility import ClusterSnapshot, normalize_node
 
 OK, JOB_FAILED, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
@@ -18,12 +19,12 @@ UPLOAD_TIMEOUT_S = 300.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
-class SubmitError(Exception):
-    """A submit/status/logs/stop failure with the exit code the CLI should return:
-    1 job failed, 2 bad input, 3 cluster unreachable (or refused us)."""
+class SubmitError(GenpipeError):
+    """A submit/status/logs/stop failure with the exit code the CLI should return (``code``,
+    also its ``exit_code``): 1 job failed, 2 bad input, 3 cluster unreachable (or refused us)."""
 
     def __init__(self, code: int, message: str, submission_id: str | None = None, status: str | None = None):
-        self.code = code
+        self.code = self.exit_code = code
         self.message = message
         self.submission_id = submission_id
         self.status = status

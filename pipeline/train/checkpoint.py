@@ -17,13 +17,17 @@ from typing import Any
 
 import torch
 
+from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 FORMAT = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupted or belongs to another model."""
+class CheckpointError(GenpipeError, ValueError):
+    """A checkpoint that is missing, corrupted or belongs to another model (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import EXIT_FAILED, GenpipeError
 from pipeline.faults import from_env as faults_from_env
 from pipeline.plan import run_name, train_resources  # noqa: F401  (run_name: part of this module's API)
 from pipeline.spec import JobSpec
@@ -37,8 +38,11 @@ _CKPT_DIR = re.compile(r"epoch-(\d+)")
 POLL_INTERVAL_S = "0.5"  # Ray Train controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S)
 
 
-class TrainingError(RuntimeError):
-    """Training failed after Ray Train's own retries."""
+class TrainingError(GenpipeError, RuntimeError):
+    """Training failed after Ray Train's own retries (exit code 1)."""
+
+    exit_code = EXIT_FAILED
+    name_in_message = True
 
 
 @dataclass
