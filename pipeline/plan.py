@@ -182,6 +182,13 @@ class RunPlan:
                           g.distill_fraction, g.synthetic_ratio, g.uplift_metric),
         )
 
+    def on_cluster(self, cluster_resources: Mapping[str, float]) -> RunPlan:
+        """This plan on a connected cluster: the sampling actor count resolved (``sample.num_actors``,
+        else one per GPU or min(2, CPUs), never more than there are shards)."""
+        from dataclasses import replace
+
+        return replace(self, sample=sample_resources(self.spec, self.shards.num_shards, cluster_resources))
+
     def to_json(self) -> dict[str, Any]:
         """Everything but the spec's credentials, JSON-able (the spec through ``public_spec``)."""
         from pipeline.redaction import public_spec
@@ -200,21 +207,30 @@ def predict(plan: RunPlan) -> dict[str, Any]:
     this spec and checkpoint that a run would skip)."""
     import json
 
-    from pipeline.publish.commit import read_manifest
+    from pipeline.publish.partition import Expected, Partition
     from pipeline.publish.storage import join, url_to_fs
 
     so = plan.spec.storage_options
     out: dict[str, Any] = {}
-    manifest = read_manifest(plan.partition, so)
-    if manifest is None:
+    part = Partition.of(plan.spec.sample.output, plan.spec.name, plan.date, so)
+    # the run's own test (pipeline.runner): manifest, files, footers and checksums all verified
+    check = part.check(Expected(plan.shards.rows, plan.shards.shard_size))
+    if not check.present:
         out["partition"] = "unpublished"
-    elif manifest.get("spec_hash") == plan.spec_hash:
-        out["partition"] = "already-published"
-        out["action"] = f"nothing to do: {plan.partition} holds {manifest.get('num_rows')} rows of this spec"
+    elif check.spec_hash is None:
+        out["partition"] = "unreadable-manifest"
+        out["action"] = f"refused unless --overwrite ({check.problem})"
         return out
-    else:
+    elif check.spec_hash != plan.spec_hash:
         out["partition"] = "published-by-another-spec"
         out["action"] = "refused unless --overwrite (a different spec published this date)"
+    elif check.problem is None:
+        out["partition"] = "already-published"
+        out["action"] = f"nothing to do: {plan.partition} holds {check.manifest.num_rows} rows of this spec"
+        return out
+    else:
+        out["partition"] = "damaged"
+        out["problem"] = check.problem
     fs, run_path = url_to_fs(plan.run_url, so)
     done_path = join(run_path, "done.json")
     digest = None

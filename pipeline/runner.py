@@ -206,182 +206,257 @@ def run_job(
     address: str | None = None,
     reporter: Any = None,
 ) -> RunOutcome:
+    """train -> gate -> sample -> publish, over one :class:`~pipeline.plan.RunPlan`."""
     import ray
 
-    from pipeline.data import DataError, load_dataset
-    from pipeline.progress import ProgressBoard, Reporter, watch
-    from pipeline.publish.layout import LayoutError
-    from pipeline.publish.partition import Expected, Partition, PublishedCheck, check_layout
-    from pipeline.publish.provenance import Provenance
-    from pipeline.publish.writer_lease import PartitionBusy, check_still_held
-    from pipeline.redaction import public_spec
-    from pipeline.sample.fanout import ShardContext, sample_shards
-    from pipeline.sample.plan import make_plan
-    from pipeline.train import train
-    from pipeline.train.checkpoint import CheckpointError
+    from pipeline.progress import ProgressBoard, Reporter
 
     rep = reporter or Reporter()
-    so = spec.storage_options
-    spec_hash = spec.spec_hash()
-    part = Partition.of(spec.sample.output, spec.name, date, so)
-    partition = part.data_url
-    expected = Expected(spec.sample.total, spec.sample.shard_size)
-    said: set[str] = set()
+    job = _Publication(spec, date, overwrite, rep)
+    if (done := job.already_published()) is not None:
+        return done
+    data = load_job_data(spec, address)
+    plan = build_plan(spec, date, data)
+    if spec.train.init_from:
+        check_init_from(spec, data)
+    preflight(spec, data, job.partition.data_url)
+    ensure_ray(address)
+    check_cluster(spec)
+    plan = plan.on_cluster(ray.cluster_resources())
+    describe(plan, data, rep)
+    board = ProgressBoard.remote()
+    try:
+        judge = resolve_judge(plan, rep)  # before the gate: it measures the filtered images it would publish
+        trained = train_and_gate(plan, data, board, rep, judge)
+        return job.sample_and_publish(plan, data, trained, judge)
+    finally:
+        ray.kill(board)
 
-    def published(check: PublishedCheck) -> RunOutcome | None:
-        """The outcome if this spec published the partition and its files back the manifest up;
-        None if it has to be (re)written (unpublished, or damaged: repaired); BadInput if another
-        spec published it, or its manifest cannot be read."""
-        if not check.present or overwrite:
-            return None
-        if check.spec_hash is None:
-            raise BadInput(f"{partition}: its manifest cannot be read ({check.problem}); rerun with --overwrite "
-                           "to replace the partition")
-        if check.spec_hash != spec_hash:
-            raise BadInput(f"{partition} was published by a different spec; rerun with --overwrite to replace it")
-        if check.problem:
-            if check.problem not in said:
-                said.add(check.problem)
-                rep.message(f"{partition} is published but does not check out ({check.problem}): "
-                            "regenerating what is missing")
-            return None
-        man = check.manifest
-        rep.message(f"{partition} is already published ({man.num_rows} rows): nothing to do")
-        return RunOutcome("already-published", partition, man.num_rows, man.num_shards,
-                          shards_skipped=man.num_shards, metrics=man.metrics, checkpoint=man.checkpoint, attempts=0)
+
+@dataclass
+class Trained:
+    """What training and the gate hand to sampling: the accepted checkpoint and its evidence."""
+
+    result: Any  # TrainResult of the accepted attempt
+    spec: JobSpec  # the spec that attempt trained (a retry trains longer: see retry_spec)
+    metrics: dict[str, Any] | None
+    attempt: int
+
+    @property
+    def checkpoint(self) -> Any:
+        return self.result.checkpoint
+
+
+def load_job_data(spec: JobSpec, address: str | None) -> Any:
+    """The job's dataset (a streamed one lazily: listing and one peek, no full load); BadInput."""
+    from pipeline.data import DataError, load_dataset
 
     try:
-        check_layout(part.root, so)  # never mix genpipe 0.1's date=D/ partitions with this layout
-        part.check_links()  # never write through a symbolic link inside the dataset folder
-        if (done := published(part.check(expected))) is not None:
-            if part.has_staging():  # temp files a failed write left behind (disk full, a kill)
-                from contextlib import suppress
-
-                with suppress(PartitionBusy), part.lease():
-                    part.clean_staging()
-            return done
-    except LayoutError as exc:
-        raise BadInput(str(exc)) from None
-
-    try:
-        if spec.dataset.streaming:  # lazy Ray Data datasets: listing and one peek, no full load
+        if spec.dataset.streaming:
             ensure_ray(address)
             from pipeline.data.streaming import streaming_dataset
 
-            data = streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
-        else:
-            data = load_dataset(spec.dataset)
-        plan = make_plan(spec.sample, data.num_classes, spec.name, date)
+            return streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
+        return load_dataset(spec.dataset)
     except (DataError, ValueError, OSError) as exc:
         raise BadInput(str(exc)) from None
-    if spec.train.init_from:
-        check_init_from(spec, data)
-    preflight(spec, data, partition)
 
-    ensure_ray(address)
-    check_cluster(spec)
-    board = ProgressBoard.remote()
-    meta = {"job": spec.name, "date": date, "kind": spec.model.kind, "class_names": data.class_names,
-            "image_shape": list(data.image_shape), "dataset_key": data.key, "code_version": __version__}
-    sizes = "streamed" if spec.dataset.streaming else f"{len(data.train_x)} train / {len(data.test_x)} test"
+
+def build_plan(spec: JobSpec, date: str, data: Any) -> Any:
+    """The :class:`~pipeline.plan.RunPlan` of this run (before any cluster: its sampling actor
+    count is resolved by ``RunPlan.on_cluster``); BadInput (e.g. a label outside the classes)."""
+    from pipeline.plan import DataInfo, RunPlan
+
+    try:
+        return RunPlan.build(spec, date, DataInfo.of(data, spec.dataset.streaming))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def describe(plan: Any, data: Any, rep: Any) -> None:
+    spec, info = plan.spec, plan.data
+    sizes = "streamed" if info.streaming else f"{info.num_train} train / {info.num_test} test"
     if getattr(data, "all_train_x", None) is not None:
         sizes += f" (train_fraction {spec.dataset.train_fraction:g} of {len(data.all_train_x)})"
-    rep.message(f"job {spec.name} date={date}: {sizes} images "
-                f"{data.image_shape}, {data.num_classes} classes; model {spec.model.kind}; "
-                f"{spec.train.num_workers} worker(s){' on GPU' if spec.train.use_gpu else ''}")
+    rep.message(f"job {spec.name} date={plan.date}: {sizes} images {info.image_shape}, {info.num_classes} classes; "
+                f"model {spec.model.kind}; {plan.train.count} worker(s){' on GPU' if plan.train.uses_gpu else ''}")
 
-    judge = resolve_judge(spec, rep)  # before the gate: it measures the filtered images it would publish
-    attempt, start_from, metrics, cur = 0, None, None, spec
+
+def retry_spec(spec: JobSpec, attempt: int) -> JobSpec:
+    """The gate's retry policy: attempt ``attempt`` (1, 2, ...) trains ``gate.retry_epochs_factor``
+    times longer than the one before, resuming from its checkpoint. A new spec, validated like
+    any other; the job's own spec is never changed."""
+    epochs = spec.train.epochs
+    for _ in range(attempt):
+        epochs = max(int(round(epochs * spec.gate.retry_epochs_factor)), epochs + 1)
+    d = spec.model_dump(mode="json")
+    d["train"]["epochs"] = epochs
+    return JobSpec.model_validate(d)
+
+
+def train_and_gate(plan: Any, data: Any, board: Any, rep: Any, judge: dict[str, Any] | None) -> Trained:
+    """Train, measure, and retrain per :func:`retry_spec` until the gate passes or its retries
+    run out (JobFailed: nothing is published)."""
+    from pipeline.evaluate import check_gate
+    from pipeline.progress import watch
+    from pipeline.train import train
+    from pipeline.train.checkpoint import CheckpointError
+
+    spec = plan.spec
+    meta = {"job": spec.name, "date": plan.date, "kind": spec.model.kind, "class_names": plan.data.class_names,
+            "image_shape": list(plan.data.image_shape), "dataset_key": plan.data.key, "code_version": __version__}
+    attempt, start_from, cur = 0, None, spec
     while True:
         task = rep.task(f"train {cur.model.kind}" + (f" (retry {attempt})" if attempt else ""), cur.train.epochs,
                         "epochs")
         try:
             tres = watch(board, "train", task, lambda c=cur, a=attempt, s=start_from: train(
-                c, date, meta, attempt=a, start_from=s, progress_actor=board),
+                c, plan.date, meta, attempt=a, start_from=s, progress_actor=board),
                 fmt=lambda m: " ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("loss")))
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
         task.update(cur.train.epochs, "done" if not tres.skipped else "already trained")
-        ckpt = tres.checkpoint
         if not cur.gate.measure:
-            break
-        metrics = evaluate_checkpoint(cur, data, ckpt.url, rep, judge)
-        from pipeline.evaluate import check_gate
-
+            return Trained(tres, cur, None, attempt)
+        metrics = evaluate_checkpoint(cur, data, tres.checkpoint.url, rep, judge, plan.evaluate)
         failures = check_gate(cur.gate, metrics)
         metrics = dict(metrics, gate_failures=failures, train_epochs=cur.train.epochs, attempt=attempt)
         if not failures:
-            break
+            return Trained(tres, cur, metrics, attempt)
         rep.message(f"quality gate failed: {'; '.join(failures)}")
-        if attempt >= cur.gate.retries:
+        if attempt >= spec.gate.retries:
             raise JobFailed(f"quality gate failed after {attempt + 1} attempt(s): {'; '.join(failures)}; "
                             "nothing was published", metrics)
         attempt += 1
-        epochs = int(round(cur.train.epochs * cur.gate.retry_epochs_factor))
-        start_from = {"url": ckpt.url, "mode": "resume"}
-        cur = cur.model_copy(update={"train": cur.train.model_copy(update={"epochs": max(epochs, cur.train.epochs + 1)})})
+        start_from = {"url": tres.checkpoint.url, "mode": "resume"}
+        cur = retry_spec(spec, attempt)
 
-    # -- sample and publish ---------------------------------------------------------------------
-    # one writer per partition (a second run is refused, exit 2, while this one holds the lease);
-    # every shard carries this run's provenance, and the manifest lists only shards that do
-    prov = Provenance(spec_hash, ckpt.digest)
-    try:
-        with part.lease() as lease:
-            now = part.check(expected)
-            if (done := published(now)) is not None:  # published meanwhile by the run that held the lease
-                ray.kill(board)
+
+class _Publication:
+    """The run's side of the partition protocol (:class:`~pipeline.publish.partition.Partition`
+    does the storage): is it published already, and sample + publish under the writer lease."""
+
+    def __init__(self, spec: JobSpec, date: str, overwrite: bool, rep: Any):
+        from pipeline.publish.partition import Expected, Partition
+
+        self.spec, self.date, self.overwrite, self.rep = spec, date, overwrite, rep
+        self.spec_hash = spec.spec_hash()
+        self.partition = Partition.of(spec.sample.output, spec.name, date, spec.storage_options)
+        self.expected = Expected(spec.sample.total, spec.sample.shard_size)
+        self._said: set[str] = set()
+
+    def outcome_if_published(self, check: Any) -> RunOutcome | None:
+        """The outcome if this spec published the partition and its files back the manifest up;
+        None if it has to be (re)written (unpublished, or damaged: repaired); BadInput if another
+        spec published it, or its manifest cannot be read."""
+        where = self.partition.data_url
+        if not check.present or self.overwrite:
+            return None
+        if check.spec_hash is None:
+            raise BadInput(f"{where}: its manifest cannot be read ({check.problem}); rerun with --overwrite "
+                           "to replace the partition")
+        if check.spec_hash != self.spec_hash:
+            raise BadInput(f"{where} was published by a different spec; rerun with --overwrite to replace it")
+        if check.problem:
+            if check.problem not in self._said:
+                self._said.add(check.problem)
+                self.rep.message(f"{where} is published but does not check out ({check.problem}): "
+                                 "regenerating what is missing")
+            return None
+        man = check.manifest
+        self.rep.message(f"{where} is already published ({man.num_rows} rows): nothing to do")
+        return RunOutcome("already-published", where, man.num_rows, man.num_shards,
+                          shards_skipped=man.num_shards, metrics=man.metrics, checkpoint=man.checkpoint, attempts=0)
+
+    def already_published(self) -> RunOutcome | None:
+        """Before any work: the layout is this genpipe's, no link inside, and is it done already?"""
+        from pipeline.publish.layout import LayoutError
+        from pipeline.publish.partition import check_layout
+        from pipeline.publish.writer_lease import PartitionBusy
+
+        part = self.partition
+        try:
+            check_layout(part.root, part.storage_options)  # never mix genpipe 0.1's date=D/ partitions in
+            part.check_links()  # never write through a symbolic link inside the dataset folder
+            if (done := self.outcome_if_published(part.check(self.expected))) is not None:
+                if part.has_staging():  # temp files a failed write left behind (disk full, a kill)
+                    from contextlib import suppress
+
+                    with suppress(PartitionBusy), part.lease():
+                        part.clean_staging()
                 return done
-            if now.present and (now.manifest is None or now.problem
-                                or (now.manifest.spec_hash, now.manifest.checkpoint_digest) != prov.key()):
-                part.unpublish()  # --overwrite or a repair: the files it lists are about to change
-            part.clean_staging()  # temp files a failed write left (this run holds the partition)
-            state = part.run_state(spec_hash)
-            ctx = ShardContext(partition=part, class_names=data.class_names, fmt=spec.sample.format,
-                               model=spec.model.kind, checkpoint_digest=ckpt.digest,
-                               created_at=datetime.fromisoformat(state["created_at"]), faults=faults_from_env(),
-                               spec_hash=spec_hash, filter=filter_context(spec, judge))
-            task = rep.task("sample", plan.total, "images")
-            skipped = 0
-            t0 = time.perf_counter()
+        except LayoutError as exc:
+            raise BadInput(str(exc)) from None
+        return None
 
-            def on_shard(out: dict[str, Any]) -> None:
-                nonlocal skipped
-                skipped += int(out["skipped"])
-                task.advance(out["info"].rows, f"shard {out['index'] + 1}/{plan.num_shards}")
+    def sample_and_publish(self, plan: Any, data: Any, trained: Trained, judge: dict[str, Any] | None) -> RunOutcome:
+        """One writer per partition (a second run is refused, exit 2, while this one holds the
+        lease); every shard carries this run's provenance, and the manifest lists only shards that do."""
+        from pipeline.publish.layout import LayoutError
+        from pipeline.publish.provenance import Provenance
+        from pipeline.publish.writer_lease import PartitionBusy, check_still_held
+        from pipeline.redaction import public_spec
+        from pipeline.report import write_run_artifacts
+        from pipeline.sample.fanout import ShardContext, sample_shards
+        from pipeline.sample.plan import make_plan
 
-            infos = sample_shards(cur, plan, ckpt.url, ctx, on_shard=on_shard)
-            sample_seconds = time.perf_counter() - t0
-            from pipeline.report import write_run_artifacts
+        spec, part, rep, ckpt = self.spec, self.partition, self.rep, trained.checkpoint
+        shard_plan = make_plan(spec.sample, plan.data.num_classes, spec.name, plan.date)
+        prov = Provenance(self.spec_hash, ckpt.digest)
+        try:
+            with part.lease() as lease:
+                now = part.check(self.expected)
+                if (done := self.outcome_if_published(now)) is not None:  # published meanwhile by the lease's holder
+                    return done
+                if now.present and (now.manifest is None or now.problem
+                                    or (now.manifest.spec_hash, now.manifest.checkpoint_digest) != prov.key()):
+                    part.unpublish()  # --overwrite or a repair: the files it lists are about to change
+                part.clean_staging()  # temp files a failed write left (this run holds the partition)
+                state = part.run_state(self.spec_hash)
+                ctx = ShardContext(partition=part, class_names=plan.data.class_names, fmt=spec.sample.format,
+                                   model=spec.model.kind, checkpoint_digest=ckpt.digest,
+                                   created_at=datetime.fromisoformat(state["created_at"]), faults=faults_from_env(),
+                                   spec_hash=self.spec_hash, filter=filter_context(spec, judge))
+                task = rep.task("sample", shard_plan.total, "images")
+                skipped = 0
+                t0 = time.perf_counter()
 
-            check_still_held(lease, part)
-            # the manifest last (over shards that are all this run's), stale shards and staging
-            # removed, the dataset card rewritten
-            manifest = part.publish(infos, provenance=prov, spec_hash=spec_hash, code_version=__version__,
-                                    num_images=plan.total, class_names=data.class_names, metrics=metrics,
-                                    checkpoint=ckpt.url, checkpoint_digest=ckpt.digest, model=spec.model.kind,
-                                    fmt=spec.sample.format, spec=public_spec(spec), train_epochs=cur.train.epochs,
-                                    extra=manifest_extra(spec, judge, infos))
-            files = write_run_artifacts(cur, part, manifest, tres.history, metrics, data)
-    except (PartitionBusy, LayoutError) as exc:
-        raise BadInput(str(exc)) from None
-    rows = sum(i.rows for i in infos)
-    rep.message(f"published {rows} rows in {len(infos)} shards to {partition} "
-                f"({rows / max(sample_seconds, 1e-9):.0f} images/s sampling)")
-    ray.kill(board)
-    return RunOutcome("published", partition, rows, len(infos), skipped, metrics, ckpt.url, tres.seconds,
-                      sample_seconds, rows / max(sample_seconds, 1e-9), attempt + 1, files)
+                def on_shard(out: dict[str, Any]) -> None:
+                    nonlocal skipped
+                    skipped += int(out["skipped"])
+                    task.advance(out["info"].rows, f"shard {out['index'] + 1}/{shard_plan.num_shards}")
+
+                infos = sample_shards(plan, shard_plan, ckpt.url, ctx, on_shard=on_shard)
+                sample_seconds = time.perf_counter() - t0
+                check_still_held(lease, part)
+                # the manifest last (over shards that are all this run's), stale shards and staging
+                # removed, the dataset card rewritten
+                manifest = part.publish(infos, provenance=prov, spec_hash=self.spec_hash, code_version=__version__,
+                                        num_images=shard_plan.total, class_names=plan.data.class_names,
+                                        metrics=trained.metrics, checkpoint=ckpt.url, checkpoint_digest=ckpt.digest,
+                                        model=spec.model.kind, fmt=spec.sample.format, spec=public_spec(spec),
+                                        train_epochs=trained.spec.train.epochs,
+                                        extra=manifest_extra(spec, judge, infos))
+                files = write_run_artifacts(trained.spec, part, manifest, trained.result.history, trained.metrics,
+                                            data)
+        except (PartitionBusy, LayoutError) as exc:
+            raise BadInput(str(exc)) from None
+        rows = sum(i.rows for i in infos)
+        rate = rows / max(sample_seconds, 1e-9)
+        rep.message(f"published {rows} rows in {len(infos)} shards to {part.data_url} ({rate:.0f} images/s sampling)")
+        return RunOutcome("published", part.data_url, rows, len(infos), skipped, trained.metrics, ckpt.url,
+                          trained.result.seconds, sample_seconds, rate, trained.attempt + 1, files)
 
 
-def resolve_judge(spec: JobSpec, rep: Any) -> dict[str, Any] | None:
+def resolve_judge(plan: Any, rep: Any) -> dict[str, Any] | None:
     """``sample.filter``'s judge, loaded or trained (and cached) in the cluster: its URL, sha256
     and test accuracy (None when the spec has no filter)."""
+    spec = plan.spec
     if spec.sample.filter is None:
         return None
     import ray
 
-    from pipeline.plan import eval_resources
-
-    res = eval_resources(spec)
+    res = plan.evaluate
     task = ray.remote(_judge_task).options(num_cpus=res.bundle["CPU"], num_gpus=res.bundle.get("GPU", 0))
     judge = ray.get(task.remote(spec.model_dump(mode="json"), res.uses_gpu))
     rep.message(f"sample.filter: judge trained on {judge['num_train']} real images, test accuracy "
@@ -432,14 +507,14 @@ def manifest_extra(spec: JobSpec, judge: dict[str, Any] | None, infos: list[Any]
 
 
 def evaluate_checkpoint(spec: JobSpec, data: Any, ckpt_url: str, rep: Any,
-                        judge: dict[str, Any] | None = None) -> dict[str, Any]:
+                        judge: dict[str, Any] | None = None, res: Any = None) -> dict[str, Any]:
     """Measure sample quality in the cluster, on the sampler's kind of device (with ``judge``: of
     the images ``sample.filter`` keeps, which is what would be published)."""
     import ray
 
     from pipeline.plan import eval_resources
 
-    res = eval_resources(spec)
+    res = res or eval_resources(spec)
     task = ray.remote(_evaluate_task).options(num_cpus=res.bundle["CPU"], num_gpus=res.bundle.get("GPU", 0))
     rep.message(f"evaluating {spec.gate.eval_images} samples against the real test split ...")
     metrics = ray.get(task.remote(spec.model_dump(mode="json"), ckpt_url, res.uses_gpu, filter_context(spec, judge)))

@@ -35,6 +35,7 @@ from pipeline.sample.plan import Shard, ShardPlan, image_ids
 from pipeline.spec import JobSpec
 
 if TYPE_CHECKING:
+    from pipeline.plan import RunPlan
     from pipeline.publish.partition import Partition
 
 
@@ -155,19 +156,6 @@ class SamplerActor:
         return self.ckpt.digest
 
 
-def sampling_uses_gpu(spec: JobSpec) -> bool:
-    return spec.sample.use_gpu if spec.sample.use_gpu is not None else spec.train.use_gpu
-
-
-def default_num_actors(spec: JobSpec, use_gpu: bool) -> int:
-    if spec.sample.num_actors:
-        return spec.sample.num_actors
-    res = ray.cluster_resources()
-    if use_gpu:
-        return max(1, int(res.get("GPU", 1)))
-    return max(1, min(2, int(res.get("CPU", 1))))
-
-
 def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[int, Any]:
     """Shards already committed (resume): :meth:`Partition.done_shards` for this plan and this
     run's provenance (anything else of the plan is removed, so it is regenerated)."""
@@ -176,7 +164,7 @@ def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[i
 
 
 def sample_shards(
-    spec: JobSpec,
+    run: RunPlan | JobSpec,
     plan: ShardPlan,
     ckpt_url: str,
     ctx: ShardContext,
@@ -185,7 +173,19 @@ def sample_shards(
     inflight_per_actor: int = 2,
     encode_slots: int | None = None,
 ) -> list[Any]:
-    """Write every shard of ``plan`` (skipping complete ones); returns ShardInfos in shard order."""
+    """Write every shard of ``plan`` (skipping complete ones); returns ShardInfos in shard order.
+
+    ``run`` is the job's :class:`~pipeline.plan.RunPlan` (its ``sample`` resources and
+    ``sample_mode`` say how many actors, on which devices, in which layout), or a bare spec, whose
+    plan facts are then resolved here the same way (pipeline.plan), on the connected cluster."""
+    from pipeline.plan import RunPlan, sample_mode, sample_resources
+
+    if isinstance(run, RunPlan):
+        spec, res, mode = run.spec, run.sample, run.sample_mode
+    else:
+        spec, res, mode = run, sample_resources(run, plan.num_shards), sample_mode(run)
+    if res.count is None:  # a plan built before the cluster was known
+        res = sample_resources(spec, plan.num_shards, ray.cluster_resources())
     results: dict[int, Any] = done_shards(plan, ctx)
     for i, info in sorted(results.items()):
         if on_shard:
@@ -194,11 +194,10 @@ def sample_shards(
     if not todo:
         return [results[i] for i in range(plan.num_shards)]
 
-    use_gpu = sampling_uses_gpu(spec)
-    mode = spec.sample.mode if spec.sample.mode != "auto" else ("split" if use_gpu else "fused")
-    n_actors = min(default_num_actors(spec, use_gpu), len(todo))
+    use_gpu = res.uses_gpu
+    n_actors = min(res.count or 1, len(todo))
     actor_cls = ray.remote(SamplerActor).options(
-        num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=3, max_task_retries=3,
+        num_cpus=res.bundle.get("CPU", 1.0), num_gpus=res.bundle.get("GPU", 0.0), max_restarts=3, max_task_retries=3,
     )
     actors = [actor_cls.remote(spec.model_dump(mode="json"), ckpt_url, use_gpu) for _ in range(n_actors)]
     encode = ray.remote(_encode_task).options(num_cpus=1, max_retries=3)
