@@ -51,6 +51,17 @@ def test_plan_changes_nothing_and_predicts_the_run(ray_local, tiny_spec, tmp_pat
     assert doc["prediction"]["partition"] == "already-published"
     assert run_job(spec, "2026-02-03").status == "already-published"
 
+    # a published shard damaged: plan checks the files as the run does, and says the run repairs it
+    from pipeline.publish.partition import Partition
+
+    part = Partition.of(spec.sample.output, spec.name, "2026-02-03")
+    shard = tmp_path / "datasets" / "plan-e2e" / "data" / "logical_date=2026-02-03" / part.shard_names()[1]
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-100])
+    doc = _plan(spec_file)
+    assert doc["prediction"]["partition"] == "damaged" and doc["prediction"]["shards_reusable"] == 2
+    shard.write_bytes(good)
+
     # the manifest gone (a crash just before it): plan says reuse the training and skip every shard
     partition = partition_url(spec.sample.output, spec.name, "2026-02-03")
     from pipeline.publish.commit import unpublish
