@@ -13,7 +13,7 @@ from pipeline.models import build_model, to_uint8
 from pipeline.models.base import ModelFamily
 from pipeline.rng import seeded_normal
 from pipeline.spec import JobSpec
-from pipeline.train.checkpoint import CheckpointInfo, load_checkpoint
+from pipeline.train.checkpoint import CheckpointInfo, TrainState
 
 
 def pick_device(use_gpu: bool) -> torch.device:
@@ -26,14 +26,14 @@ def load_generator(
     ckpt_url: str, spec: JobSpec, device: torch.device | str = "cpu"
 ) -> tuple[ModelFamily, CheckpointInfo]:
     """The model family from a checkpoint, its EMA net in eval mode on ``device``."""
-    state, info = load_checkpoint(ckpt_url, spec.storage_options, "cpu")
-    m = state["model"]
-    fam = build_model(spec.model, tuple(m["image_shape"]), int(m["num_classes"]))
-    fam.load_state_dict(m)
+    ts = TrainState.load(ckpt_url, spec.storage_options, "cpu")
+    fam = build_model(spec.model, ts.image_shape, ts.num_classes)
+    ts.restore(fam)
     fam.ema.to(device).eval()
     for net in fam.nets.values():  # training nets are not needed to sample: free them
         net.to("meta")
-    return fam, info
+    assert ts.info is not None  # set by load
+    return fam, ts.info
 
 
 #: rows per generator call. A fixed shape makes every image's arithmetic independent of the

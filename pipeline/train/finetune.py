@@ -5,27 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.models.base import ModelFamily
-from pipeline.train.checkpoint import CheckpointError
+from pipeline.train.checkpoint import CheckpointError, check_fits
 
 
 def load_weights_for_finetune(fam: ModelFamily, state: dict[str, Any], label_map: str) -> list[str]:
     """Load an earlier checkpoint's nets and EMA into ``fam``; returns the names re-initialised.
+    ``state`` is the checkpoint's model state (``TrainState.model``).
 
     ``label_map="strict"``: kind, image shape and class count must match.
     ``label_map="reinit"``: a different class count is allowed; every tensor whose shape
     depends on it (label embeddings, one-hot input channels) keeps its fresh initialisation.
     """
-    if state.get("kind") != fam.kind:
-        raise CheckpointError(f"train.init_from holds a {state.get('kind')!r} model, the spec asks for {fam.kind!r}")
-    if tuple(state.get("image_shape", ())) != fam.image_shape:
-        raise CheckpointError(
-            f"train.init_from image shape {tuple(state.get('image_shape', ()))} != dataset's {fam.image_shape}"
-        )
-    if state.get("num_classes") != fam.num_classes and label_map != "reinit":
-        raise CheckpointError(
-            f"train.init_from has {state.get('num_classes')} classes, the dataset {fam.num_classes}: "
-            "set train.init_label_map: reinit to re-initialise the label layers"
-        )
+    check_fits(state, fam, what="train.init_from", classes=label_map != "reinit",
+               classes_hint=": set train.init_label_map: reinit to re-initialise the label layers")
     skipped: list[str] = []
     targets = dict(fam.nets, ema=fam.ema)
     sources = dict(state["nets"], ema=state["ema"])

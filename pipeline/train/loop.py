@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.data import load_dataset
     from pipeline.data.augment import random_affine
     from pipeline.models import build_model
-    from pipeline.train.checkpoint import load_checkpoint, load_state_bytes, save_checkpoint_dir
+    from pipeline.train.checkpoint import TrainState
 
     spec = JobSpec.model_validate(config["spec"])
     secrets = ray.get(config["secrets"]) if config.get("secrets") is not None else {}
@@ -91,29 +90,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     nets = {k: ray.train.torch.prepare_model(v) for k, v in fam.nets.items()}
     opts = fam.make_optimizers(fam.nets, tr)
 
-    start_epoch, step, history = 0, 0, []
+    resume_from: TrainState | None = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:  # resume this run (a worker-group restart or the same command run again)
         with ckpt.as_directory() as d:
-            with open(os.path.join(d, "state.pt"), "rb") as f:
-                state = load_state_bytes(f.read(), "run checkpoint", device)
-        if state.get("train_hash") != config["train_hash"]:
+            resume_from = TrainState.load(d, map_location=device, where="run checkpoint")
+        if resume_from.train_hash != config["train_hash"]:
             raise ValueError("the run's checkpoint was written by a different training config")
-        fam.load_state_dict(state["model"])
-        for k, o in opts.items():
-            o.load_state_dict(state["opts"][k])
-        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
     elif config.get("start_from"):  # a new run seeded from another checkpoint
-        state, _ = load_checkpoint(config["start_from"]["url"], spec.storage_options, device)
+        source = TrainState.load(config["start_from"]["url"], spec.storage_options, device)
         if config["start_from"]["mode"] == "resume":  # gate retry: continue the same training
-            fam.load_state_dict(state["model"])
-            for k, o in opts.items():
-                o.load_state_dict(state["opts"][k])
-            start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+            resume_from = source
         else:  # fine-tuning: weights only, fresh optimizers, epoch 0
             from pipeline.train.finetune import load_weights_for_finetune
 
-            load_weights_for_finetune(fam, state["model"], tr.init_label_map)
+            load_weights_for_finetune(fam, source.model, tr.init_label_map)
+    start_epoch, step, history = 0, 0, []
+    if resume_from is not None:
+        resume_from.restore(fam, opts)
+        start_epoch, step, history = resume_from.epoch, resume_from.step, list(resume_from.history)
 
     if streaming:
         batch = tr.batch_size
@@ -187,17 +182,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt_obj = None
                 if rank == 0:
-                    state = {
-                        "format": 1,
-                        "model": fam.state_dict(),
-                        "opts": {k: o.state_dict() for k, o in opts.items()},
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "history": history,
-                        "train_hash": config["train_hash"],
-                        "meta": config["meta"],
-                    }
-                    save_checkpoint_dir(tmp, state, dict(config["meta"], epoch=epoch + 1, step=step))
+                    TrainState.capture(fam, opts, epoch=epoch + 1, step=step, history=history,
+                                       train_hash=config["train_hash"], meta=config["meta"]).save(tmp)
                     ckpt_obj = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt_obj, checkpoint_dir_name=f"epoch-{epoch + 1:05d}")
         result = {"epoch": epoch + 1, "step": step, **metrics}
