@@ -4,11 +4,14 @@
 * :mod:`.schema`     the Arrow schema (Hugging Face ``Image``/``ClassLabel``), PNG encoding, shard tables
 * :mod:`.parquet_io` Parquet writer settings (row groups by bytes, compression, page index) and checks
 * :mod:`.atomic`     create-only and replace writes (local disk, S3 ``If-None-Match``, emulation)
-* :mod:`.layout`     the dataset folder: card, ``data/logical_date=D/``, ``_genpipe/logical_date=D/``; names
-* :mod:`.partition`  :class:`Partition`: run state, shards, resume, publish, verify, list, remove
-* :mod:`.commit`     exactly-once shard commit, verified by reading back
+* :mod:`.layout`     the dataset folder: card, ``data/logical_date=D/``, ``_genpipe/logical_date=D/``; names;
+  :class:`PartitionLocation` (one date's folders, filesystem, link guard)
 * :mod:`.manifest`   :class:`Manifest` (``manifest.json``, written last) and its checks
+* :mod:`.writer_lease` one writer per partition
 * :mod:`.card`       the dataset card ``README.md`` (Hugging Face ``dataset_info`` / ``configs``)
+* :mod:`.commit`     exactly-once shard commit, verified by reading back
+* :mod:`.partition`  :class:`Partition` (a location plus the protocol): run state, shards, resume,
+  publish, verify, list, remove; no module listed before it imports it
 * :mod:`.migrate`    moving genpipe 0.1 partitions (``date=D/``) into this layout
 * :mod:`.reader`     :func:`open_dataset`: a consistent view for pyarrow, torch and Hugging Face
 * :mod:`.torch_data` the map-style torch Dataset behind ``SyntheticDataset.torch()``

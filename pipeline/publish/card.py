@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -33,14 +33,14 @@ from pipeline.publish.layout import (
     DATE_KEY,
     STAGING_DIR,
     STATE_DIR,
+    PartitionLocation,
     dataset_root,
     date_dir,
+    refuse_links,
 )
+from pipeline.publish.manifest import Manifest, published_in
 from pipeline.publish.schema import output_schema
 from pipeline.publish.storage import join, redact, storage_errors, url_to_fs, with_retries
-
-if TYPE_CHECKING:
-    from pipeline.publish.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -209,27 +209,25 @@ def update_card(output: str, job: str, storage_options: Mapping[str, Any] | None
     """Rewrite ``<output>/<job>/README.md`` from every published manifest (atomic put); remove it
     when nothing is published. Re-lists afterwards and writes again if another run published or
     removed a date meanwhile. Returns whether a card is in place."""
-    from pipeline.publish.partition import published, refuse_links
-
     so = dict(storage_options or {})
     root = dataset_root(output, job)
     url = join(root, CARD_NAME)
     seen: list[tuple[str, str]] | None = None
     for _ in range(max(1, attempts)):
-        pubs = published(output, job, so, strict=False)
+        pubs = published_in(PartitionLocation.every(output, job, so), strict=False)
         now = [(p.date, m.published_at) for p, m in pubs]
         if now == seen:
             break
         seen = now
         with storage_errors(f"writing {url}", so):
-            _write_card(root, so, render_card(job, [m for _, m in pubs]).encode() if pubs else None, refuse_links)
+            _write_card(root, so, render_card(job, [m for _, m in pubs]).encode() if pubs else None)
         if not pubs:
             return False
     log.debug("dataset card of %s: %d date(s)", redact(root, so), len(seen or []))
     return True
 
 
-def _write_card(root: str, so: Mapping[str, Any], text: bytes | None, refuse_links: Any) -> None:
+def _write_card(root: str, so: Mapping[str, Any], text: bytes | None) -> None:
     fs, root_path = url_to_fs(root, so)
     root_path = root_path.rstrip("/")
     path, staging = join(root_path, CARD_NAME), join(root_path, STATE_DIR, STAGING_DIR)

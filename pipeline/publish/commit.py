@@ -9,6 +9,9 @@ second writer of the same shard verifies and accepts the first one's file. Given
 :class:`~.provenance.Provenance` (the run's spec hash and checkpoint digest), the commit stamps
 it into the file's footer and a file is accepted only when its footer names that provenance: a
 shard left by another spec or checkpoint is removed and written again, never reused.
+
+Every function takes a :class:`~.layout.PartitionLocation` (a ``Partition`` is one) or the URL
+of a partition's data or state folder.
 """
 
 from __future__ import annotations
@@ -16,54 +19,58 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.publish.atomic import put_create_only
+from pipeline.publish.card import update_card
 from pipeline.publish.layout import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     SHARD_RE,
     LayoutError,
     ManifestError,
+    PartitionLocation,
     ShardInfo,
     parse_shard_name,
     partition_url,
     shard_name,
 )
-from pipeline.publish.manifest import Manifest
+from pipeline.publish.manifest import (
+    Manifest,
+    data_listing,
+    load_manifest,
+    parse_manifest_bytes,
+    remove_manifest,
+)
 from pipeline.publish.parquet_io import inspect_parquet, label_counts, parquet_bytes
 from pipeline.publish.provenance import Provenance, filter_stats_of, metadata_of_bytes
-from pipeline.publish.storage import StorageError, redact, storage_errors, with_retries
-
-if TYPE_CHECKING:
-    from pipeline.publish.partition import Partition
+from pipeline.publish.storage import StorageError, join, redact, storage_errors, url_to_fs, with_retries
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MANIFEST_NAME", "MANIFEST_VERSION", "SHARD_RE", "LayoutError", "Manifest", "ManifestError", "Provenance",
     "ShardInfo", "as_partition", "list_shards", "parse_shard_name", "partition_url", "read_manifest",
-    "remove_shard", "shard_name", "unpublish", "verify_shard", "write_shard",
+    "remove_data_file", "remove_shard", "shard_name", "unpublish", "verify_shard", "write_shard",
 ]
 
 
-def as_partition(where: Partition | str, storage_options: dict[str, Any] | None = None) -> Partition:
-    """``where`` itself, or the partition whose data or state folder the URL ``where`` names."""
-    from pipeline.publish.partition import Partition
-
-    if isinstance(where, Partition):
+def as_partition(where: PartitionLocation | str, storage_options: dict[str, Any] | None = None) -> PartitionLocation:
+    """``where`` itself (a :class:`~.layout.PartitionLocation`, a ``Partition`` included), or the
+    location of the partition whose data or state folder the URL ``where`` names."""
+    if isinstance(where, PartitionLocation):
         return where
-    part = Partition.from_url(where, storage_options)
+    part = PartitionLocation.from_url(where, storage_options)
     if part is None:
         raise LayoutError(f"{redact(str(where), storage_options or {})} names no partition "
                           "(expected <root>/data/logical_date=YYYY-MM-DD)")
     return part
 
 
-def write_shard(where: Partition | str, index: int, num_shards: int, table: pa.Table,
+def write_shard(where: PartitionLocation | str, index: int, num_shards: int, table: pa.Table,
                 storage_options: dict[str, Any] | None = None, *,
                 provenance: Provenance | None = None) -> ShardInfo:
     """Commit ``table`` as shard ``index`` of ``num_shards`` exactly once; returns the committed file's info.
@@ -126,7 +133,7 @@ def _check_committed(fs: Any, path: str, size: int, rows: int) -> None:
         raise StorageError(f"{posixpath.basename(path)}: footer says {n} rows, wrote {rows}")
 
 
-def verify_shard(where: Partition | str, index: int, num_shards: int, expected_rows: int,
+def verify_shard(where: PartitionLocation | str, index: int, num_shards: int, expected_rows: int,
                  storage_options: dict[str, Any] | None = None, *, expected_sha256: str | None = None, provenance: Provenance | None = None) -> ShardInfo | None:
     """The shard's info if its file is complete (footer, row count, page CRCs, shard index
     and, when given, sha256 and the footer's provenance all check out); None if it is missing,
@@ -164,36 +171,52 @@ def verify_shard(where: Partition | str, index: int, num_shards: int, expected_r
     return ShardInfo(index, name, expected_rows, len(data), sha, counts, filter_stats_of(metadata))
 
 
-def remove_shard(where: Partition | str, index: int, num_shards: int,
+def remove_data_file(part: PartitionLocation, name: str) -> bool:
+    """Delete one file of the partition's data folder; False if it was absent."""
+    with storage_errors(f"removing {part.data_file_url(name)}", part.storage_options):
+        fs, path = part.fs, part.data_file(name)
+        part.guard(path)
+        try:
+            with_retries(lambda: fs.rm_file(path), what=f"removing {name}")
+        except FileNotFoundError:
+            return False
+        fs.invalidate_cache(path)
+    return True
+
+
+def remove_shard(where: PartitionLocation | str, index: int, num_shards: int,
                  storage_options: dict[str, Any] | None = None) -> bool:
     """Delete one shard file (e.g. one that :func:`verify_shard` rejected); False if it was absent."""
-    return as_partition(where, storage_options).remove_data_file(shard_name(index, num_shards))
+    return remove_data_file(as_partition(where, storage_options), shard_name(index, num_shards))
 
 
-def list_shards(where: Partition | str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Sorted names of the shard files in a partition's data folder."""
-    return as_partition(where, storage_options).shard_names()
+def list_shards(where: PartitionLocation | str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Sorted names of the shard files in a partition's data folder (none if it does not exist)."""
+    part = as_partition(where, storage_options)
+    with storage_errors(f"listing {part.data_url}", part.storage_options):
+        part.guard(part.data_path)
+        return sorted(n for n in data_listing(part) if parse_shard_name(n))
 
 
-def unpublish(where: Partition | str, storage_options: dict[str, Any] | None = None) -> bool:
-    """Delete the partition's manifest only; False if there was none (see :meth:`Partition.unpublish`)."""
-    return as_partition(where, storage_options).unpublish()
+def unpublish(where: PartitionLocation | str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Delete the partition's manifest only, then rewrite the dataset card; False (and the card
+    untouched) if there was none. The same as :meth:`Partition.unpublish`."""
+    part = as_partition(where, storage_options)
+    if not remove_manifest(part):
+        return False
+    update_card(part.output, part.job, part.storage_options)
+    return True
 
 
-def read_manifest(where: Partition | str, storage_options: dict[str, Any] | None = None) -> Manifest | None:
-    """The manifest of a partition (a :class:`Partition`, or the URL of its data or state folder),
-    or of any folder that holds a ``manifest.json``; None if there is none. ManifestError if it
-    is unreadable or inconsistent."""
-    from pipeline.publish.partition import Partition
-
-    if isinstance(where, Partition):
-        return where.read_manifest()
-    part = Partition.from_url(where, storage_options, allow_old=True)
+def read_manifest(where: PartitionLocation | str, storage_options: dict[str, Any] | None = None) -> Manifest | None:
+    """The manifest of a partition (a :class:`~.layout.PartitionLocation`, or the URL of its data
+    or state folder), or of any folder that holds a ``manifest.json``; None if there is none.
+    ManifestError if it is unreadable or inconsistent."""
+    if isinstance(where, PartitionLocation):
+        return load_manifest(where)
+    part = PartitionLocation.from_url(where, storage_options, allow_old=True)
     if part is not None:
-        return part.read_manifest()
-    from pipeline.publish.manifest import parse_manifest_bytes
-    from pipeline.publish.storage import join, url_to_fs
-
+        return load_manifest(part)
     url = join(where, MANIFEST_NAME)
     so = storage_options or {}
     with storage_errors(f"reading {url}", so):

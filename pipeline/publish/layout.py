@@ -18,6 +18,11 @@ column (Hugging Face ``datasets`` ignores hive folders), and a hive key of the s
 clash with it in readers that infer it as ``dictionary<string>`` (pandas, ``pyarrow.parquet``).
 Hive-aware readers add ``logical_date`` beside ``date`` (same values; their own type).
 
+:class:`PartitionLocation` is one date of one job as a place: its folders, files, filesystem and
+the symbolic-link guard. :class:`pipeline.publish.partition.Partition` extends it with the
+partition protocol (run state, shards, publish, lease, removal); the modules below that protocol
+(:mod:`.manifest`, :mod:`.commit`, :mod:`.writer_lease`, :mod:`.card`) take a location.
+
 Before this layout (genpipe 0.1), ``<root>/date=D/`` held the shards together with
 ``manifest.json``, ``.genpipe-run.json`` and ``_report/``: :func:`parse_old_date_dir` recognises
 such a folder so that it is migrated or refused, never mixed with this layout.
@@ -25,14 +30,18 @@ such a folder so that it is migrated or refused, never mixed with this layout.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, GenpipeError
+from pipeline.publish.atomic import is_local_fs
 from pipeline.publish.schema import check_date
-from pipeline.publish.storage import SafeMessage, join, url_to_fs
+from pipeline.publish.storage import SafeMessage, join, redact, storage_errors, url_to_fs, with_retries
 
 DATA_DIR = "data"
 STATE_DIR = "_genpipe"
@@ -179,3 +188,182 @@ def partition_fs(url: str, so: Mapping[str, Any] | None) -> tuple[Any, str]:
     """(filesystem, path without a trailing slash) of a URL."""
     fs, path = url_to_fs(url, so)
     return fs, path.rstrip("/")
+
+
+def refuse_links(fs: Any, root: str, path: str) -> None:
+    """Local disk: LayoutError if an existing component of ``path`` strictly below ``root`` is a
+    symbolic link. Object stores have no links: nothing to check."""
+    if not is_local_fs(fs):
+        return
+    rel = posixpath.relpath(path, root)
+    if rel == ".":
+        return
+    if rel == ".." or rel.startswith("../"):
+        raise LayoutError(f"{path} lies outside the dataset root {root}")
+    cur = root
+    for comp in rel.split("/"):
+        cur = posixpath.join(cur, comp)
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise LayoutError(f"{cur} is a symbolic link: genpipe does not write through links inside a dataset "
+                              f"folder ({root}); replace it with a real folder or file")
+
+
+def check_layout(root: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """LayoutError if the dataset root holds partitions in genpipe 0.1's layout (``date=D/``)."""
+    old = old_partitions(root, storage_options)
+    if old:
+        raise LayoutError(old_layout_message(redact(root, storage_options or {}), sorted(old)))
+
+
+def old_partitions(root: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """{folder name: date} of genpipe 0.1 partition folders directly under ``root``."""
+    return {n: d for n, d in ((n, parse_old_date_dir(n)) for n in _subdirs(root, storage_options)) if d}
+
+
+def _subdirs(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    so = dict(storage_options or {})
+    with storage_errors(f"listing {url}", so):
+        fs, path = url_to_fs(url, so)
+        fs.invalidate_cache(path)
+        try:
+            entries = with_retries(lambda: fs.ls(path, detail=True), what="listing a dataset")
+        except FileNotFoundError:
+            return []
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory")
+
+
+@dataclass(frozen=True)
+class PartitionLocation:
+    """Where one logical date of job ``job`` under ``output`` lives: its URLs and paths, its
+    filesystem and the link guard. It reads nothing but folder listings (:meth:`every`) and, for
+    the guard, file modes on local disk. The constructors build the class they are called on, so
+    ``Partition.of(...)`` is a ``Partition``."""
+
+    output: str
+    job: str
+    date: str
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_job(self.job)
+        check_date(self.date)
+        object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
+
+    # ------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def of(cls, output: str, job: str, date: str, storage_options: Mapping[str, Any] | None = None) -> Self:
+        return cls(str(output), job, date, dict(storage_options or {}))
+
+    @classmethod
+    def at(cls, root: str, date: str, storage_options: Mapping[str, Any] | None = None) -> Self:
+        """The partition of ``date`` in the dataset root ``root`` (``<output>/<job>``)."""
+        head, _, job = str(root).rstrip("/").rpartition("/")
+        return cls(head, job, date, dict(storage_options or {}))
+
+    @classmethod
+    def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None, *,
+                 allow_old: bool = False) -> Self | None:
+        """The partition whose data or state folder ``url`` is; None if ``url`` names no
+        partition (a dataset root, say). A genpipe 0.1 ``date=D`` folder: LayoutError, or None
+        with ``allow_old``."""
+        try:
+            root, d = locate(url)
+        except LayoutError:
+            if allow_old:
+                return None
+            raise
+        return cls.at(root, d, storage_options) if d is not None else None
+
+    @classmethod
+    def every(cls, output: str, job: str, storage_options: Mapping[str, Any] | None = None) -> list[Self]:
+        """Every partition of the job that has a state folder, by date (published or not).
+        LayoutError if the dataset root holds genpipe 0.1 partitions (:func:`check_layout`)."""
+        root = dataset_root(output, job)
+        check_layout(root, storage_options)
+        dates = sorted(d for d in map(parse_date_dir, _subdirs(join(root, STATE_DIR), storage_options)) if d)
+        return [cls.of(output, job, d, storage_options) for d in dates]
+
+    def __str__(self) -> str:
+        return self.data_url
+
+    # ------------------------------------------------------------------------------------- names
+
+    @property
+    def root(self) -> str:
+        return dataset_root(self.output, self.job)
+
+    @property
+    def data_url(self) -> str:
+        return data_url(self.root, self.date)
+
+    @property
+    def state_url(self) -> str:
+        return state_url(self.root, self.date)
+
+    @property
+    def manifest_url(self) -> str:
+        return join(self.state_url, MANIFEST_NAME)
+
+    @property
+    def report_url(self) -> str:
+        return join(self.state_url, REPORT_DIR)
+
+    def data_file_url(self, name: str) -> str:
+        return join(self.data_url, name)
+
+    @property
+    def fs(self) -> Any:
+        return url_to_fs(self.root, self.storage_options)[0]
+
+    @property
+    def root_path(self) -> str:
+        return url_to_fs(self.root, self.storage_options)[1].rstrip("/")
+
+    @property
+    def data_path(self) -> str:
+        return join(self.root_path, DATA_DIR, date_dir(self.date))
+
+    @property
+    def state_path(self) -> str:
+        return join(self.root_path, STATE_DIR, date_dir(self.date))
+
+    @property
+    def manifest_path(self) -> str:
+        return join(self.state_path, MANIFEST_NAME)
+
+    @property
+    def run_state_path(self) -> str:
+        return join(self.state_path, RUN_STATE_NAME)
+
+    @property
+    def lease_path(self) -> str:
+        return join(self.state_path, LEASE_NAME)
+
+    @property
+    def staging_path(self) -> str:
+        return join(self.state_path, STAGING_DIR)
+
+    @property
+    def report_path(self) -> str:
+        return join(self.state_path, REPORT_DIR)
+
+    def data_file(self, name: str) -> str:
+        """Path (inside :attr:`fs`) of a file of the data folder; ``name`` must be a plain shard name."""
+        if parse_shard_name(name) is None:
+            raise ValueError(f"not a shard file name: {name!r}")
+        return join(self.data_path, name)
+
+    def _where(self, url: str) -> str:
+        return redact(url, self.storage_options)
+
+    # ----------------------------------------------------------------------------------- symlinks
+
+    def guard(self, path: str) -> None:
+        """Local disk: LayoutError if any existing component of ``path`` below the dataset root
+        is a symbolic link (genpipe never writes, reads its state or removes through one)."""
+        refuse_links(self.fs, self.root_path, path)

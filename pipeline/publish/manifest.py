@@ -5,6 +5,10 @@ is inconsistent in itself (an edited row count, a missing shard index, a path th
 partition), naming the file. The manifest lives in the partition's state folder
 (``_genpipe/logical_date=D/manifest.json``); its ``files`` are names inside the partition's data
 folder (``data/logical_date=D/``).
+
+Every function here takes a :class:`~.layout.PartitionLocation` (a
+:class:`~.partition.Partition` is one): reading, writing and removing the manifest, checking
+the data folder against it, and :func:`published_in` (which of some partitions are published).
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import json
 import logging
 import math
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from pipeline.publish.atomic import put_replace, remove_empty_dir
 from pipeline.publish.layout import (
     MANIFEST_VERSION,
     ManifestError,
+    PartitionLocation,
     ShardInfo,
     check_job,
     parse_shard_name,
@@ -32,10 +37,9 @@ from pipeline.publish.provenance import Provenance, metadata_of_file
 from pipeline.publish.schema import check_date
 from pipeline.publish.storage import redact, redact_obj, safe_join, storage_errors, with_retries
 
-if TYPE_CHECKING:
-    from pipeline.publish.partition import Partition
-
 log = logging.getLogger(__name__)
+
+L = TypeVar("L", bound=PartitionLocation)
 
 
 def _jsonable(v: Any) -> Any:
@@ -178,7 +182,7 @@ def shards_problem(shards: Sequence[ShardInfo], num_images: Any) -> str | None:
     return None
 
 
-def new_manifest(part: Partition, shards: Sequence[ShardInfo], *, spec_hash: str, code_version: str,
+def new_manifest(part: PartitionLocation, shards: Sequence[ShardInfo], *, spec_hash: str, code_version: str,
                  num_images: int, class_names: Sequence[str], metrics: Mapping[str, Any] | None = None,
                  checkpoint: str | None = None, checkpoint_digest: str | None = None, model: str | None = None,
                  fmt: str | None = None, spec: Mapping[str, Any] | None = None, train_epochs: int | None = None,
@@ -214,7 +218,7 @@ def new_manifest(part: Partition, shards: Sequence[ShardInfo], *, spec_hash: str
     return man
 
 
-def write_manifest(part: Partition, man: Manifest, *, provenance: Provenance | None = None) -> Manifest:
+def write_manifest(part: PartitionLocation, man: Manifest, *, provenance: Provenance | None = None) -> Manifest:
     """Publish: check every listed shard is in the data folder with its recorded size (and, given
     ``provenance``, that its footer names it: a manifest is never committed over shard files its
     run did not write), then write ``manifest.json`` atomically. Returns the manifest as written."""
@@ -236,7 +240,7 @@ def write_manifest(part: Partition, man: Manifest, *, provenance: Provenance | N
     return Manifest.from_json(json.loads(data), part.manifest_url)
 
 
-def data_listing(part: Partition) -> dict[str, int | None]:
+def data_listing(part: PartitionLocation) -> dict[str, int | None]:
     """{file name: size} of the partition's data folder (empty if it does not exist)."""
     fs = part.fs
     fs.invalidate_cache(part.data_path)
@@ -247,7 +251,7 @@ def data_listing(part: Partition) -> dict[str, int | None]:
     return {posixpath.basename(e["name"].rstrip("/")): e.get("size") for e in listing if e.get("type") != "directory"}
 
 
-def files_problem(part: Partition, shards: Sequence[ShardInfo]) -> str | None:
+def files_problem(part: PartitionLocation, shards: Sequence[ShardInfo]) -> str | None:
     """None if every shard file is in the data folder with its recorded size (one listing)."""
     sizes = data_listing(part)
     missing = [s.path for s in shards if s.path not in sizes]
@@ -259,7 +263,7 @@ def files_problem(part: Partition, shards: Sequence[ShardInfo]) -> str | None:
     return None
 
 
-def _check_provenance(part: Partition, shards: Sequence[ShardInfo], n: int, prov: Provenance,
+def _check_provenance(part: PartitionLocation, shards: Sequence[ShardInfo], n: int, prov: Provenance,
                       threads: int = 16) -> None:
     """Every shard's footer names this run's spec hash and checkpoint digest (footers only)."""
     fs = part.fs
@@ -281,3 +285,51 @@ def parse_manifest_bytes(raw: bytes, where: str) -> Manifest:
     except ValueError:
         raise ManifestError(f"{where}: not valid JSON") from None
     return Manifest.from_json(obj, where)
+
+
+def manifest_bytes(part: PartitionLocation) -> bytes | None:
+    """The raw ``manifest.json`` of a partition, or None if there is none."""
+    with storage_errors(f"reading {part.manifest_url}", part.storage_options):
+        fs, path = part.fs, part.manifest_path
+        part.guard(path)
+        fs.invalidate_cache(path)
+        try:
+            return with_retries(lambda: fs.cat_file(path), what="reading the manifest")
+        except FileNotFoundError:
+            return None
+
+
+def load_manifest(part: PartitionLocation) -> Manifest | None:
+    """The published manifest, or None (not published). ManifestError if unreadable or inconsistent."""
+    raw = manifest_bytes(part)
+    return None if raw is None else parse_manifest_bytes(raw, redact(part.manifest_url, part.storage_options))
+
+
+def remove_manifest(part: PartitionLocation) -> bool:
+    """Delete the manifest only; False if there was none."""
+    with storage_errors(f"unpublishing {part.data_url}", part.storage_options):
+        fs, path = part.fs, part.manifest_path
+        part.guard(path)
+        try:
+            with_retries(lambda: fs.rm_file(path), what="removing the manifest")
+        except FileNotFoundError:
+            return False
+        fs.invalidate_cache(path)
+    return True
+
+
+def published_in(parts: Iterable[L], *, strict: bool = True) -> list[tuple[L, Manifest]]:
+    """Those of ``parts`` that are published, each with its manifest, in order. An unreadable
+    manifest raises ManifestError (``strict``) or is skipped with a warning."""
+    out = []
+    for p in parts:
+        try:
+            man = load_manifest(p)
+        except ManifestError:
+            if strict:
+                raise
+            log.warning("skipping %s: its manifest is unreadable", redact(p.manifest_url, p.storage_options))
+            continue
+        if man is not None:
+            out.append((p, man))
+    return out

@@ -6,9 +6,13 @@ listing and removal (manifest first); every change of what is published rewrites
 card (:mod:`.card`). The runner, the sampler, the CLI and schedules go through it; the folder
 names come from :mod:`.layout` alone.
 
+It stands on top of the package: its location (:class:`~.layout.PartitionLocation`) is what the
+modules below it (:mod:`.commit`, :mod:`.manifest`, :mod:`.writer_lease`, :mod:`.card`) work
+on, and none of them imports this module.
+
 Local disk: genpipe writes no file through a symbolic link inside the dataset root. Every
 path it writes, reads as its own state or removes is checked, component by component below the
-root, and a link is refused (:class:`LayoutError`, exit 2) instead of followed. (The root
+root, and a link is refused (:class:`~.layout.LayoutError`, exit 2) instead of followed. (The root
 itself, and anything above it, may be a link.) The check runs just before each write: it
 guards against a link planted in the folder, not against a concurrent attacker who swaps one
 in between the check and the write.
@@ -23,10 +27,9 @@ import logging
 import math
 import os
 import posixpath
-import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,69 +37,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.publish.atomic import is_local_fs, put_replace, remove_empty_dir
+from pipeline.publish.card import update_card
+from pipeline.publish.commit import list_shards, remove_data_file, verify_shard, write_shard
 from pipeline.publish.layout import (
     CARD_NAME,
-    DATA_DIR,
     LEASE_NAME,
-    MANIFEST_NAME,
     REPORT_DIR,
     RUN_STATE_NAME,
     STAGING_DIR,
-    STATE_DIR,
-    LayoutError,
-    ManifestError,
+    PartitionLocation,
     ShardInfo,
-    check_job,
-    data_url,
-    dataset_root,
-    date_dir,
-    locate,
-    old_layout_message,
-    parse_date_dir,
-    parse_old_date_dir,
+    check_layout,
+    old_partitions,
     parse_shard_name,
+    refuse_links,
     shard_name,
-    state_url,
 )
 from pipeline.publish.manifest import (
     Manifest,
-    data_listing,
     files_problem,
+    load_manifest,
+    manifest_bytes,
     new_manifest,
-    parse_manifest_bytes,
+    published_in,
+    remove_manifest,
     write_manifest,
 )
 from pipeline.publish.provenance import Provenance
-from pipeline.publish.schema import check_date
-from pipeline.publish.storage import join, redact, storage_errors, url_to_fs, with_retries
+from pipeline.publish.storage import join, storage_errors, with_retries
+from pipeline.publish.writer_lease import partition_lease
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "SHA256_VERIFY_MAX_BYTES", "Expected", "Partition", "PartitionLocation", "PublishedCheck", "check_layout",
+    "old_partitions", "partitions", "published", "refuse_links",
+]
 
 #: the already-published check reads every byte (sha256) only up to this size; above it, sizes,
 #: footers (row counts, provenance) and the manifest's own consistency are checked
 SHA256_VERIFY_MAX_BYTES = 512 * 2**20
-
-
-def refuse_links(fs: Any, root: str, path: str) -> None:
-    """Local disk: LayoutError if an existing component of ``path`` strictly below ``root`` is a
-    symbolic link. Object stores have no links: nothing to check."""
-    if not is_local_fs(fs):
-        return
-    rel = posixpath.relpath(path, root)
-    if rel == ".":
-        return
-    if rel == ".." or rel.startswith("../"):
-        raise LayoutError(f"{path} lies outside the dataset root {root}")
-    cur = root
-    for comp in rel.split("/"):
-        cur = posixpath.join(cur, comp)
-        try:
-            st = os.lstat(cur)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        if stat.S_ISLNK(st.st_mode):
-            raise LayoutError(f"{cur} is a symbolic link: genpipe does not write through links inside a dataset "
-                              f"folder ({root}); replace it with a real folder or file")
 
 
 @dataclass(frozen=True)
@@ -134,124 +114,12 @@ class PublishedCheck:
 
 
 @dataclass(frozen=True)
-class Partition:
-    """One logical date of job ``job`` under ``output`` (see :mod:`pipeline.publish.layout`)."""
-
-    output: str
-    job: str
-    date: str
-    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        check_job(self.job)
-        check_date(self.date)
-        object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
-
-    # ------------------------------------------------------------------------------ construction
-
-    @classmethod
-    def of(cls, output: str, job: str, date: str, storage_options: Mapping[str, Any] | None = None) -> Partition:
-        return cls(str(output), job, date, dict(storage_options or {}))
-
-    @classmethod
-    def at(cls, root: str, date: str, storage_options: Mapping[str, Any] | None = None) -> Partition:
-        """The partition of ``date`` in the dataset root ``root`` (``<output>/<job>``)."""
-        head, _, job = str(root).rstrip("/").rpartition("/")
-        return cls(head, job, date, dict(storage_options or {}))
-
-    @classmethod
-    def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None, *,
-                 allow_old: bool = False) -> Partition | None:
-        """The partition whose data or state folder ``url`` is; None if ``url`` names no
-        partition (a dataset root, say). A genpipe 0.1 ``date=D`` folder: LayoutError, or None
-        with ``allow_old``."""
-        try:
-            root, d = locate(url)
-        except LayoutError:
-            if allow_old:
-                return None
-            raise
-        return cls.at(root, d, storage_options) if d is not None else None
-
-    def __str__(self) -> str:
-        return self.data_url
-
-    # ------------------------------------------------------------------------------------- names
-
-    @property
-    def root(self) -> str:
-        return dataset_root(self.output, self.job)
-
-    @property
-    def data_url(self) -> str:
-        return data_url(self.root, self.date)
-
-    @property
-    def state_url(self) -> str:
-        return state_url(self.root, self.date)
-
-    @property
-    def manifest_url(self) -> str:
-        return join(self.state_url, MANIFEST_NAME)
-
-    @property
-    def report_url(self) -> str:
-        return join(self.state_url, REPORT_DIR)
-
-    def data_file_url(self, name: str) -> str:
-        return join(self.data_url, name)
-
-    @property
-    def fs(self) -> Any:
-        return url_to_fs(self.root, self.storage_options)[0]
-
-    @property
-    def root_path(self) -> str:
-        return url_to_fs(self.root, self.storage_options)[1].rstrip("/")
-
-    @property
-    def data_path(self) -> str:
-        return join(self.root_path, DATA_DIR, date_dir(self.date))
-
-    @property
-    def state_path(self) -> str:
-        return join(self.root_path, STATE_DIR, date_dir(self.date))
-
-    @property
-    def manifest_path(self) -> str:
-        return join(self.state_path, MANIFEST_NAME)
-
-    @property
-    def run_state_path(self) -> str:
-        return join(self.state_path, RUN_STATE_NAME)
-
-    @property
-    def lease_path(self) -> str:
-        return join(self.state_path, LEASE_NAME)
-
-    @property
-    def staging_path(self) -> str:
-        return join(self.state_path, STAGING_DIR)
-
-    @property
-    def report_path(self) -> str:
-        return join(self.state_path, REPORT_DIR)
-
-    def data_file(self, name: str) -> str:
-        """Path (inside :attr:`fs`) of a file of the data folder; ``name`` must be a plain shard name."""
-        if parse_shard_name(name) is None:
-            raise ValueError(f"not a shard file name: {name!r}")
-        return join(self.data_path, name)
-
-    def _where(self, url: str) -> str:
-        return redact(url, self.storage_options)
+class Partition(PartitionLocation):
+    """One logical date of job ``job`` under ``output`` (see :mod:`pipeline.publish.layout`): its
+    location (:class:`~.layout.PartitionLocation`: names, filesystem, link guard) and the protocol
+    over it."""
 
     # ----------------------------------------------------------------------------------- symlinks
-
-    def guard(self, path: str) -> None:
-        """Local disk: LayoutError if any existing component of ``path`` below the dataset root
-        is a symbolic link (genpipe never writes, reads its state or removes through one)."""
-        refuse_links(self.fs, self.root_path, path)
 
     def check_links(self) -> None:
         """LayoutError if anything this partition writes (data and state folders, manifest, run
@@ -272,18 +140,7 @@ class Partition:
 
     def read_manifest(self) -> Manifest | None:
         """The published manifest, or None (not published). ManifestError if unreadable or inconsistent."""
-        raw = self._read_manifest_bytes()
-        return None if raw is None else parse_manifest_bytes(raw, self._where(self.manifest_url))
-
-    def _read_manifest_bytes(self) -> bytes | None:
-        with storage_errors(f"reading {self.manifest_url}", self.storage_options):
-            fs, path = self.fs, self.manifest_path
-            self.guard(path)
-            fs.invalidate_cache(path)
-            try:
-                return with_retries(lambda: fs.cat_file(path), what="reading the manifest")
-            except FileNotFoundError:
-                return None
+        return load_manifest(self)
 
     def check(self, expected: Expected | None = None, *, threads: int = 16,
               sha256_max_bytes: int = SHA256_VERIFY_MAX_BYTES) -> PublishedCheck:
@@ -295,7 +152,7 @@ class Partition:
         the recorded row count and names the manifest's spec hash and checkpoint digest; and,
         up to ``sha256_max_bytes`` in all, every file's sha256.
         """
-        raw = self._read_manifest_bytes()
+        raw = manifest_bytes(self)
         if raw is None:
             return PublishedCheck()
         out = PublishedCheck(present=True)
@@ -396,14 +253,12 @@ class Partition:
 
     def write_shard(self, index: int, num_shards: int, table: Any, *,
                     provenance: Provenance | None = None) -> ShardInfo:
-        from pipeline.publish.commit import write_shard
-
+        """Commit one shard exactly once (:func:`.commit.write_shard`)."""
         return write_shard(self, index, num_shards, table, provenance=provenance)
 
     def verify_shard(self, index: int, num_shards: int, expected_rows: int, *, expected_sha256: str | None = None,
                      provenance: Provenance | None = None) -> ShardInfo | None:
-        from pipeline.publish.commit import verify_shard
-
+        """The shard's info if its file is complete and this run's (:func:`.commit.verify_shard`)."""
         return verify_shard(self, index, num_shards, expected_rows, expected_sha256=expected_sha256,
                             provenance=provenance)
 
@@ -412,21 +267,11 @@ class Partition:
 
     def remove_data_file(self, name: str) -> bool:
         """Delete one file of the data folder; False if it was absent."""
-        with storage_errors(f"removing {self.data_file_url(name)}", self.storage_options):
-            fs, path = self.fs, self.data_file(name)
-            self.guard(path)
-            try:
-                with_retries(lambda: fs.rm_file(path), what=f"removing {name}")
-            except FileNotFoundError:
-                return False
-            fs.invalidate_cache(path)
-        return True
+        return remove_data_file(self, name)
 
     def shard_names(self) -> list[str]:
         """Sorted names of the shard files in the data folder (none if it does not exist)."""
-        with storage_errors(f"listing {self.data_url}", self.storage_options):
-            self.guard(self.data_path)
-            return sorted(n for n in data_listing(self) if parse_shard_name(n))
+        return list_shards(self)
 
     def done_shards(self, num_shards: int, rows_of: Callable[[int], int], provenance: Provenance | None,
                     threads: int = 16) -> dict[int, ShardInfo]:
@@ -459,15 +304,10 @@ class Partition:
         return man
 
     def unpublish(self) -> bool:
-        """Delete the manifest only (before the files it lists change); False if there was none."""
-        with storage_errors(f"unpublishing {self.data_url}", self.storage_options):
-            fs, path = self.fs, self.manifest_path
-            self.guard(path)
-            try:
-                with_retries(lambda: fs.rm_file(path), what="removing the manifest")
-            except FileNotFoundError:
-                return False
-            fs.invalidate_cache(path)
+        """Delete the manifest only (before the files it lists change), then rewrite the card;
+        False (the card untouched) if there was none."""
+        if not remove_manifest(self):
+            return False
         self.update_card()
         return True
 
@@ -513,8 +353,7 @@ class Partition:
             return False
 
     def update_card(self) -> None:
-        from pipeline.publish.card import update_card
-
+        """Rewrite the dataset card from every published manifest (:func:`.card.update_card`)."""
         update_card(self.output, self.job, self.storage_options)
 
     # ----------------------------------------------------------------------------- lease, report
@@ -522,8 +361,6 @@ class Partition:
     @contextlib.contextmanager
     def lease(self, **kw: Any) -> Iterator[Any]:
         """Hold the partition's writer lease (see :mod:`.writer_lease`)."""
-        from pipeline.publish.writer_lease import partition_lease
-
         self.guard(self.lease_path)
         with partition_lease(self, **kw) as lease:
             yield lease
@@ -568,51 +405,13 @@ class Partition:
 # -------------------------------------------------------------------------------- a whole dataset
 
 
-def check_layout(root: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """LayoutError if the dataset root holds partitions in genpipe 0.1's layout (``date=D/``)."""
-    old = old_partitions(root, storage_options)
-    if old:
-        raise LayoutError(old_layout_message(redact(root, storage_options or {}), sorted(old)))
-
-
-def old_partitions(root: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """{folder name: date} of genpipe 0.1 partition folders directly under ``root``."""
-    return {n: d for n, d in ((n, parse_old_date_dir(n)) for n in _subdirs(root, storage_options)) if d}
-
-
-def _subdirs(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
-    so = dict(storage_options or {})
-    with storage_errors(f"listing {url}", so):
-        fs, path = url_to_fs(url, so)
-        fs.invalidate_cache(path)
-        try:
-            entries = with_retries(lambda: fs.ls(path, detail=True), what="listing a dataset")
-        except FileNotFoundError:
-            return []
-    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory")
-
-
 def partitions(output: str, job: str, storage_options: Mapping[str, Any] | None = None) -> list[Partition]:
     """Every partition of the job that has a state folder, by date (published or not)."""
-    root = dataset_root(output, job)
-    check_layout(root, storage_options)
-    dates = sorted(d for d in map(parse_date_dir, _subdirs(join(root, STATE_DIR), storage_options)) if d)
-    return [Partition.of(output, job, d, storage_options) for d in dates]
+    return Partition.every(output, job, storage_options)
 
 
 def published(output: str, job: str, storage_options: Mapping[str, Any] | None = None,
               *, strict: bool = True) -> list[tuple[Partition, Manifest]]:
     """Every published partition of the job with its manifest, by date. An unreadable manifest
     raises ManifestError (``strict``) or is skipped with a warning."""
-    out = []
-    for p in partitions(output, job, storage_options):
-        try:
-            man = p.read_manifest()
-        except ManifestError:
-            if strict:
-                raise
-            log.warning("skipping %s: its manifest is unreadable", redact(p.manifest_url, p.storage_options))
-            continue
-        if man is not None:
-            out.append((p, man))
-    return out
+    return published_in(partitions(output, job, storage_options), strict=strict)

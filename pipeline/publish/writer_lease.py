@@ -27,11 +27,10 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
-from pipeline.publish.layout import LEASE_NAME
+from pipeline.publish.layout import LEASE_NAME, PartitionLocation
 from pipeline.publish.storage import SafeMessage, redact, storage_errors, with_retries
 
 if TYPE_CHECKING:
-    from pipeline.publish.partition import Partition
     from pipeline.schedule.lease import Lease
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def holder_gone(rec: Mapping[str, Any]) -> bool:
     return False
 
 
-def lease_for(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
+def lease_for(partition: PartitionLocation, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
               clock: Callable[[], datetime] | None = None) -> Lease:
     """The (not yet acquired) writer lease of ``partition``."""
     from pipeline.schedule.lease import Lease
@@ -106,7 +105,7 @@ def lease_for(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: str | No
 
 
 @contextmanager
-def partition_lease(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
+def partition_lease(partition: PartitionLocation, *, ttl: float = DEFAULT_TTL, owner: str | None = None,
                     clock: Callable[[], datetime] | None = None, heartbeat: float | None = None) -> Iterator[Lease]:
     """Hold the partition's writer lease for the block (renewed in the background, released at
     the end whatever happens); :class:`PartitionBusy` if another run holds it."""
@@ -133,7 +132,7 @@ def partition_lease(partition: Partition, *, ttl: float = DEFAULT_TTL, owner: st
             with_retries(lease.release, attempts=3, what="releasing the writer lease")
 
 
-def check_still_held(lease: Lease, partition: Partition) -> None:
+def check_still_held(lease: Lease, partition: PartitionLocation) -> None:
     """Renew now; :class:`PartitionBusy` if the lease was lost (expired and taken over)."""
     so = partition.storage_options
     with storage_errors(f"renewing the writer lease of {partition.data_url}", so):
