@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.data.source import DataInfo
 from pipeline.spec import JobSpec
+
+__all__ = ["DataInfo", "EvalPlan", "Resources", "RunPlan", "ShardSummary", "eval_resources", "predict",
+           "run_name", "sample_mode", "sample_resources", "sample_uses_gpu", "train_resources"]
 
 #: one sampling actor's bundle (generation); encode tasks take one CPU each
 SAMPLE_ACTOR_GPU = {"CPU": 1.0, "GPU": 1.0}
@@ -93,28 +97,6 @@ def eval_resources(spec: JobSpec) -> Resources:
     most ~1.4x on an idle machine."""
     gpu = sample_uses_gpu(spec)
     return Resources(1 if spec.gate.measure else 0, {"CPU": 1.0, **({"GPU": 1.0} if gpu else {})}, gpu)
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    image_shape: tuple[int, int, int]
-    class_names: list[str]
-    key: str
-    num_train: int | None  # None for a streamed dataset (not counted up front)
-    num_test: int | None
-    streaming: bool = False
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @classmethod
-    def of(cls, data: Any, streaming: bool = False) -> DataInfo:
-        """From an ``ImageDataset`` or a ``StreamingData``."""
-        n_train = None if streaming else len(data.train_x)
-        n_test = None if streaming else len(data.test_x)
-        return cls(tuple(int(v) for v in data.image_shape), list(data.class_names), str(data.key), n_train, n_test,
-                   streaming)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 
 from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from pipeline.data.source import DataInfo
 
 
 class DataError(GenpipeError, ValueError):
@@ -46,6 +50,22 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    # -- the DataSource interface (pipeline/data/source.py) --
+
+    @property
+    def info(self) -> DataInfo:
+        from pipeline.data.source import DataInfo
+
+        return DataInfo.of(self, streaming=False)
+
+    def ray_datasets(self) -> None:
+        """None: every Ray Train worker loads this (small) dataset itself."""
+        return None
+
+    def eval_split(self, cap: int | None = None) -> ImageDataset:
+        """The evaluation reads the whole in-memory dataset (``cap`` is for streamed ones)."""
+        return self
 
     def train_u8(self) -> np.ndarray:
         return to_u8_hwc(self.train_x)

@@ -55,6 +55,27 @@ class StreamingData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    # -- the DataSource interface (pipeline/data/source.py) --
+
+    @property
+    def info(self) -> Any:
+        from pipeline.data.source import DataInfo
+
+        return DataInfo.of(self, streaming=True)
+
+    def ray_datasets(self) -> dict[str, Any]:
+        """What Ray Train hands its workers: each reads its shard of ``train``, never the whole."""
+        return {"train": self.train}
+
+    def eval_split(self, cap: int) -> Any:
+        """The evaluation's real data in memory: this dataset's own test split and the first ``cap``
+        images of its train split (the same content-hash split training used)."""
+        from pipeline.data.base import ImageDataset
+
+        test_x, test_y = to_tensors(self.test)
+        train_x, train_y = to_tensors(self.train.limit(cap))
+        return ImageDataset(train_x, train_y, test_x, test_y, self.class_names, self.key)
+
 
 def is_test_item(data: bytes, seed: int, test_fraction: float) -> bool:
     """The content-hash split rule: True when this encoded image belongs to the test split."""

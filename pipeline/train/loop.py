@@ -15,11 +15,9 @@ import logging
 import sys
 import tempfile
 import time
-import zlib
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pipeline.faults import maybe_exit
 from pipeline.rng import derive_seed
@@ -59,8 +57,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
-    from pipeline.data import load_dataset
     from pipeline.data.augment import random_affine
+    from pipeline.data.source import DataInfo, worker_batches
     from pipeline.models import build_model
     from pipeline.train.checkpoint import TrainState
 
@@ -78,12 +76,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
 
-    streaming = spec.dataset.streaming
-    if streaming:  # rows arrive through Ray Data (get_dataset_shard); the shape comes from the driver
-        image_shape, num_classes = tuple(config["meta"]["image_shape"]), len(config["meta"]["class_names"])
-    else:  # small in-memory datasets: every worker loads it and takes its DistributedSampler slice
-        data = load_dataset(spec.dataset)
-        image_shape, num_classes = data.image_shape, data.num_classes
+    info = DataInfo.from_json(config["data"])  # resolved once on the driver (the RunPlan's)
+    image_shape, num_classes = info.image_shape, info.num_classes
     _seed_everything(derive_seed(tr.seed, "init"))  # identical initial weights on every rank
     fam = build_model(spec.model, image_shape, num_classes)
     fam.to(device)
@@ -110,29 +104,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         resume_from.restore(fam, opts)
         start_epoch, step, history = resume_from.epoch, resume_from.step, list(resume_from.history)
 
-    if streaming:
-        batch = tr.batch_size
-        shard = ray.train.get_dataset_shard("train")
-
-        def epoch_batches(epoch: int):
-            for b in shard.iter_torch_batches(batch_size=batch, drop_last=True,
-                                              local_shuffle_buffer_size=8 * batch,
-                                              local_shuffle_seed=derive_seed(tr.seed, rank, epoch) % 2**31):
-                yield b["image"], b["label"]
-    else:
-        dataset = TensorDataset(data.train_x, data.train_y)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=tr.seed,
-                                     drop_last=True)
-        batch = min(tr.batch_size, max(1, len(dataset) // world))
-        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
-
-        def epoch_batches(epoch: int):
-            sampler.set_epoch(epoch)  # a new order every epoch, the same one for a resumed run
-            return loader
-
-        def epoch_order(epoch: int) -> int:  # recorded per epoch: resumed runs can be checked
-            sampler.set_epoch(epoch)
-            return zlib.crc32(torch.tensor(list(sampler), dtype=torch.int64).numpy().tobytes())
+    data = worker_batches(spec, rank, world)  # in memory or streamed: the DataSource's worker side
+    batch = data.batch_size
     use_bf16 = device.type == "cuda" and tr.bf16
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
@@ -150,7 +123,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         for n in nets.values():
             n.train()
         t0, sums, batches = time.perf_counter(), {}, 0
-        for x, y in epoch_batches(epoch):
+        for x, y in data.batches(epoch):
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             losses = fam.train_step(nets, opts, x, y, autocast(), augment=augment)
@@ -161,8 +134,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 sums[k] = sums.get(k, 0.0) + v
         seconds = time.perf_counter() - t0
         metrics = {k: v / max(batches, 1) for k, v in sums.items()}
-        if not streaming:
-            metrics["order_crc32"] = epoch_order(epoch)
+        if data.order is not None:
+            metrics["order_crc32"] = data.order(epoch)
         metrics.update(epoch=epoch + 1, step=step, seconds=round(seconds, 3),
                        images_per_s=round(batches * batch * world / max(seconds, 1e-9), 1))
         history.append(metrics)

@@ -179,8 +179,13 @@ def train(
     attempt: int = 0,
     start_from: dict[str, str] | None = None,
     progress_actor: Any = None,
+    data: Any = None,
 ) -> TrainResult:
-    """Train (or resume, or skip if finished) the job's model; returns its final checkpoint."""
+    """Train (or resume, or skip if finished) the job's model; returns its final checkpoint.
+
+    ``data`` is the job's :class:`~pipeline.data.source.DataSource`, opened once by the caller
+    (opened here when None): its ``info`` is what workers are told of the data, its
+    ``ray_datasets()`` what Ray Train shards among them (streamed data only)."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -216,16 +221,15 @@ def train(
     # report (and the final result) on its poll: 2 s by default, i.e. up to 2 s of idle workers
     # per report. A user's own setting wins.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
-    datasets = None
-    if spec.dataset.streaming:  # workers read their shard through Ray Data, never the whole dataset
-        from pipeline.data.streaming import streaming_dataset
+    if data is None:
+        from pipeline.data.source import open_source
 
-        datasets = {"train": streaming_dataset(spec.dataset, spec.dataset.storage_options or None).train}
+        data = open_source(spec.dataset)
     from pipeline.redaction import public_spec
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        datasets=datasets,
+        datasets=data.ray_datasets(),  # streamed: each worker reads its shard, never the whole dataset
         train_loop_config={
             # credentials stay out of the config: Ray Train records it (dashboard run state); the
             # free-text description goes through the same masking as a published spec
@@ -235,6 +239,7 @@ def train(
             "secrets": ray.put({"storage": dict(so), "dataset": dict(spec.dataset.storage_options)}),
             "train_hash": spec.train_hash(),
             "meta": meta,
+            "data": data.info.to_json(),
             "start_from": start_from,
             "progress_actor": progress_actor,
             "faults": faults_from_env(),
