@@ -248,16 +248,15 @@ class Trained:
 
 
 def load_job_data(spec: JobSpec, address: str | None) -> Any:
-    """The job's dataset (a streamed one lazily: listing and one peek, no full load); BadInput."""
-    from pipeline.data import DataError, load_dataset
+    """The job's :class:`~pipeline.data.source.DataSource` (a streamed one lazily: listing and one
+    peek, no full load; it needs Ray); BadInput."""
+    from pipeline.data import DataError
+    from pipeline.data.source import open_source
 
     try:
         if spec.dataset.streaming:
             ensure_ray(address)
-            from pipeline.data.streaming import streaming_dataset
-
-            return streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
-        return load_dataset(spec.dataset)
+        return open_source(spec.dataset)
     except (DataError, ValueError, OSError) as exc:
         raise BadInput(str(exc)) from None
 
@@ -311,7 +310,7 @@ def train_and_gate(plan: Any, data: Any, board: Any, rep: Any, judge: dict[str, 
                         "epochs")
         try:
             tres = watch(board, "train", task, lambda c=cur, a=attempt, s=start_from: train(
-                c, plan.date, meta, attempt=a, start_from=s, progress_actor=board),
+                c, plan.date, meta, attempt=a, start_from=s, progress_actor=board, data=data),
                 fmt=lambda m: " ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("loss")))
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
@@ -486,9 +485,15 @@ def filter_context(spec: JobSpec, judge: dict[str, Any] | None) -> dict[str, Any
 
 
 def manifest_extra(spec: JobSpec, judge: dict[str, Any] | None, infos: list[Any]) -> dict[str, Any]:
-    """Manifest keys beyond the standard ones: ``filter`` (settings, judge, acceptance per class,
-    added up over every shard's footer, including shards an earlier run of this spec wrote)."""
+    """Manifest keys beyond the standard ones: ``encoder`` (the PNG deflate library, version and
+    level: another version may change the bytes, never the pixels) and ``filter`` (settings, judge,
+    acceptance per class, added up over every shard's footer, including shards an earlier run of
+    this spec wrote)."""
     extra: dict[str, Any] = {}
+    if spec.sample.format == "png":
+        from pipeline.publish.schema import encoder_info
+
+        extra["encoder"] = encoder_info()
     if spec.sample.filter is not None and judge is not None:
         from pipeline.sample.filter import FilterStats
 
@@ -586,19 +591,11 @@ EVAL_TRAIN_CAP = 20_000
 
 
 def eval_data(spec: JobSpec) -> Any:
-    """Real data for evaluation: the in-memory dataset, or for a streamed one its own test split and a
-    capped slice of its train split (the same content-hash split training used)."""
-    from pipeline.data import load_dataset
+    """Real data for evaluation (:meth:`DataSource.eval_split`): the in-memory dataset, or for a
+    streamed one its own test split and the first ``EVAL_TRAIN_CAP`` images of its train split."""
+    from pipeline.data.source import open_source
 
-    if not spec.dataset.streaming:
-        return load_dataset(spec.dataset)
-    from pipeline.data.base import ImageDataset
-    from pipeline.data.streaming import streaming_dataset, to_tensors
-
-    sd = streaming_dataset(spec.dataset, spec.dataset.storage_options or None)
-    test_x, test_y = to_tensors(sd.test)
-    train_x, train_y = to_tensors(sd.train.limit(EVAL_TRAIN_CAP))
-    return ImageDataset(train_x, train_y, test_x, test_y, sd.class_names, sd.key)
+    return open_source(spec.dataset).eval_split(EVAL_TRAIN_CAP)
 
 
 def ray_cpus() -> float:

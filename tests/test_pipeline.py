@@ -30,6 +30,8 @@ def test_job_end_to_end_and_rerun_is_a_no_op(ray_local, tiny_spec, tmp_path):
 
     man, table = _read_partition(out.partition)
     assert man["num_rows"] == 250 and man["spec_hash"] == spec.spec_hash()
+    assert man["encoder"]["png_deflate"] == "libdeflate" and man["encoder"]["version"]  # what made the bytes
+    assert "filter" not in man  # off unless the spec asks
     assert table.num_rows == 250 and len(set(table.column("id").to_pylist())) == 250
     labels = np.asarray(table.column("label").to_pylist())
     assert np.bincount(labels, minlength=10).tolist() == [25] * 10
