@@ -180,6 +180,23 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"| {r['synthetic_ratio'] if r['synthetic_ratio'] is not None else 'all'} | "
                          f"{pct(r['uplift_distill'])}{ci(r['uplift_distill_ci95'])} | "
                          f"{pct(r['uplift_full'])}{ci(r['uplift_full_ci95'])} |")
+    if res.get("filter"):
+        lines += ["", "sample.filter (min_confidence {min_confidence}, max_attempts {max_attempts}): the same checkpoint "
+                  "sampled without and with it".format(**next(iter(res["filter"].values()))["filter"]), "",
+                  "| run | accepted | CAS / real off -> on | FID off -> on | uplift_distill off -> on | "
+                  "uplift_same_data off -> on | memorization off -> on |", "|---|---|---|---|---|---|---|"]
+        for run, f in res["filter"].items():
+            off, on = f["off"], f["on"]
+            if on.get("cas_ratio") is None:
+                lines.append(f"| {run} | {f['status']} ||||||")
+                continue
+            acc = f.get("acceptance_rate_overall")
+            lines.append(
+                f"| {run} | {'-' if acc is None else f'{acc:.0%}'} | {off['cas_ratio']:.3f} -> {on['cas_ratio']:.3f} | "
+                f"{off['fid']:.3f} -> {on['fid']:.3f} | {pct(off['uplift_distill'])} -> {pct(on['uplift_distill'])}"
+                f"{ci(on['uplift_distill_ci95'])} | {pct(off['uplift_same_data'])}{ci(off['uplift_same_data_ci95'])} -> "
+                f"{pct(on['uplift_same_data'])}{ci(on['uplift_same_data_ci95'])} | "
+                f"{off['memorization']:.3f} -> {on['memorization']:.3f} |")
     return "\n".join(lines)
 
 
