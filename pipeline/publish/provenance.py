@@ -57,7 +57,12 @@ class Provenance:
 
 def footer_provenance(metadata: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
     """The ``genpipe`` footer record of a Parquet file's key-value metadata (None if absent or garbled)."""
-    raw = (metadata or {}).get(FOOTER_KEY)
+    return _footer_record(metadata, FOOTER_KEY)
+
+
+def _footer_record(metadata: Mapping[bytes, bytes] | None, key: bytes) -> dict[str, Any] | None:
+    """The JSON object under ``key`` in a Parquet footer's key-value metadata (None if absent or garbled)."""
+    raw = (metadata or {}).get(key)
     if not raw:
         return None
     try:
@@ -91,11 +96,4 @@ def stamp_filter_stats(table: pa.Table, stats: Mapping[str, Any]) -> pa.Table:
 
 def filter_stats_of(metadata: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
     """The filter counts stamped into a shard's footer (None: written without a filter, or garbled)."""
-    raw = (metadata or {}).get(FILTER_KEY)
-    if not raw:
-        return None
-    try:
-        rec = json.loads(raw)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
+    return _footer_record(metadata, FILTER_KEY)
