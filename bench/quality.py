@@ -208,6 +208,8 @@ def main() -> None:
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--filter", action="store_true", help="repeat each run with sample.filter on")
+    ap.add_argument("--fractions-only", action="store_true",
+                    help="only the train_fraction runs (with --merge: add them to an existing --out file)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--work", default=None, help="working folder (a rerun with the same one reuses finished runs)")
     ap.add_argument("--merge", action="store_true", help="update the families run in an existing --out file")
@@ -233,7 +235,7 @@ def main() -> None:
         out_path.write_text(json.dumps(res, indent=1) + "\n")
 
     families = [f for f in args.families.split(",") if f and (ROOT / f"jobs/digits-{f}.yaml").exists()]
-    for fam in families:
+    for fam in [] if args.fractions_only else families:
         path = ROOT / f"jobs/digits-{fam}.yaml"
         row, spec, ckpt = run_one(path, work, {}, fam)
         if ckpt:
@@ -245,7 +247,7 @@ def main() -> None:
             res["filter"][fam] = filtered_pair(path, work, {}, fam, row)
             print(json.dumps({"filter": fam, **res["filter"][fam]}), flush=True)
             save()
-    if not args.no_mix and res["models"]:
+    if not (args.no_mix or args.fractions_only) and res["models"]:
         best = max(res["models"].values(), key=lambda r: r.get("cas_ratio") or 0)
         fam = best["run"]
         _, spec, ckpt = run_one(ROOT / f"jobs/digits-{fam}.yaml", work, {}, fam)  # finished: reused, not retrained
