@@ -8,7 +8,10 @@ Prints one JSON line per figure and writes them all to bench/results/ (device na
 inside). The model is a DCGAN-sized conditional generator (32x32, latent 100, width 64) with
 untrained weights, as in ../shared/bench/raydata_peer.py: throughput, not quality, is measured.
 Also: Ray Train's overhead against a plain PyTorch loop, DDPM sampling with DDIM at 25 and
-50 steps, and the sampling stage's peak memory at N and 10xN (must stay flat).
+50 steps, and the sampling stage's peak memory at N and 10xN (must stay flat). Last, the
+free-generator probe (``--free-generator`` runs only it): pre-made images instead of the model, so
+that what is measured is genpipe's own part -- the pipeline against the Ray Data peer and the
+all-core encode + write ceiling (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -129,8 +132,11 @@ def raydata_peer(spec: JobSpec, ckpt: str, n: int, out: Path, device: str) -> fl
     return n / (time.perf_counter() - t)
 
 
-def pipeline_run(spec: JobSpec, ckpt: str, date: str = "2026-01-01") -> tuple[float, dict]:
-    """genpipe's sampling stage end to end: shard plan, actors, encode, exactly-once commit, manifest."""
+def pipeline_run(spec: JobSpec, ckpt: str, date: str = "2026-01-01", timeline: list | None = None
+                 ) -> tuple[float, dict]:
+    """genpipe's sampling stage end to end: shard plan, actors, encode, exactly-once commit, manifest.
+    ``timeline``, if given, gets (seconds since start, shard rows, encode task seconds, its CPU
+    seconds or None) per shard."""
     from pipeline.publish.partition import Partition
     from pipeline.sample.fanout import ShardContext, sample_shards
     from pipeline.sample.plan import make_plan
@@ -141,7 +147,12 @@ def pipeline_run(spec: JobSpec, ckpt: str, date: str = "2026-01-01") -> tuple[fl
                        checkpoint_digest="bench", created_at=datetime(2026, 1, 1, tzinfo=UTC),
                        spec_hash=spec.spec_hash())
     t = time.perf_counter()
-    infos = sample_shards(spec, plan, ckpt, ctx)
+
+    def on_shard(out: dict) -> None:
+        if timeline is not None:
+            timeline.append((time.perf_counter() - t, out["info"].rows, out["seconds"], out.get("cpu")))
+
+    infos = sample_shards(spec, plan, ckpt, ctx, on_shard=on_shard)
     ctx.partition.publish(infos, provenance=ctx.provenance, spec_hash=ctx.spec_hash, code_version="bench",
                           num_images=plan.total, class_names=ctx.class_names)
     dt = time.perf_counter() - t
@@ -217,11 +228,27 @@ class PeakMemory:
     how many happened to exist when the run began. Also keeps the largest sampling actor's USS.
     """
 
-    def __init__(self, interval: float = 0.25):
+    def __init__(self, interval: float = 0.25, store: bool = False):
         import psutil
 
         self.proc, self.interval, self.peak, self.actor_peak = psutil.Process(), interval, 0, 0
+        self.driver_peak = 0  # RSS of this process (the driver) alone
+        self.store, self.store_peak = store, 0  # Ray object store bytes in use (store=True: polled too)
         self._stop = threading.Event()
+
+    def _store_bytes(self) -> int:
+        try:
+            import ray
+            from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+            if getattr(self, "_state", None) is None:  # this session's cluster (others may run here)
+                self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
+            reply = get_memory_info_reply(self._state, timeout_seconds=10)
+            return int(reply.store_stats.object_store_bytes_used)
+        except Exception as e:  # a private API: no figure rather than no benchmark
+            print(f"object store usage unavailable: {type(e).__name__}: {e}"[:300], flush=True)
+            self.store = False
+            return 0
 
     def _sample(self) -> tuple[int, int]:
         import psutil
@@ -253,11 +280,68 @@ class PeakMemory:
         while not self._stop.is_set():
             total, actor = self._sample()
             self.peak, self.actor_peak = max(self.peak, total), max(self.actor_peak, actor)
+            self.driver_peak = max(self.driver_peak, self.proc.memory_info().rss)
+            if self.store:
+                self.store_peak = max(self.store_peak, self._store_bytes())
             time.sleep(self.interval)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by this process and all its descendants while in the
+    ``with`` block, split into the driver, workers (Ray workers and actors, or pool processes) and
+    the rest (Ray's own daemons: raylet, GCS, dashboard, agents). Polled, so a process that exits
+    inside the block (a killed actor) counts up to its last poll. On a shared machine CPU seconds
+    per image are far steadier than images/s: they do not count the time others hold the cores."""
+
+    def __init__(self, interval: float = 0.25):
+        import psutil
+
+        self.proc, self.interval = psutil.Process(), interval
+        self._stop = threading.Event()
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[float, str]] = {}
+
+    def _poll(self) -> None:
+        import psutil
+
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                if p.pid not in self._last:
+                    args = p.cmdline()
+                    cmd = " ".join(args)  # Ray workers and actors retitle themselves "ray::<what>"
+                    worker = ((cmd.startswith("ray::") and "Dashboard" not in cmd) or "multiprocessing" in cmd
+                              or (len(args) > 1 and args[1].endswith(("default_worker.py", "setup_worker.py"))))
+                    kind = "driver" if p.pid == self.proc.pid else ("workers" if worker else "ray_daemons")
+                else:
+                    kind = self._last[p.pid][1]
+                self._last[p.pid] = (t.user + t.system, kind)
+            except psutil.Error:
+                pass
+
+    def __enter__(self) -> CpuMeter:
+        self._poll()
+        self._start = {pid: v[0] for pid, v in self._last.items()}
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self._poll()
+        self.seconds: dict[str, float] = {"driver": 0.0, "workers": 0.0, "ray_daemons": 0.0}
+        for pid, (cpu, kind) in self._last.items():
+            self.seconds[kind] += cpu - self._start.get(pid, 0.0)
+        self.total = sum(self.seconds.values())
 
 
 def training_set(spec: JobSpec, ckpt: str, device: str, n: int, where: Path) -> str:
@@ -338,12 +422,437 @@ def train_overhead(spec: JobSpec, label: str) -> None:
          epochs=spec.train.epochs, workers=world, batch_per_worker=per_worker, train_images=len(data.train_x))
 
 
+# ------------------------------------------------------------------------------- free generator
+#
+# A benchmark instrument, not a product feature: the model is replaced by pre-made uint8 images so
+# that generating costs ~0 and what is left is genpipe's own part -- moving pixels to the encode
+# tasks, encoding, the exactly-once commit and the manifest -- as on a GPU machine, where a
+# DCGAN-sized generator makes millions of images/s.
+
+FREE_POOL = 8192  # distinct pre-made images; image g of the plan is pool[g % FREE_POOL]
+
+
+def free_pool(where: Path, spec: JobSpec, ckpt: str) -> tuple[str, str]:
+    """Make the pre-made images once, save them as .npy; returns (path, what they are).
+
+    Digits-like and realistic to compress: scikit-learn's digits upscaled bilinearly to 32x32 with
+    rounded Gaussian noise (sigma 3 grey levels; bench/png_deflate.py's ``digits32_grey_noisy``).
+    Without scikit-learn, the bench model's own (untrained, noise-like) outputs."""
+    rng = np.random.default_rng(0)
+    try:
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
+        d = np.clip(np.rint(load_digits().images * 255 / 16), 0, 255).astype(np.uint8)
+        up = np.stack([np.asarray(Image.fromarray(a).resize((32, 32), Image.BILINEAR)) for a in d])
+        reps = np.resize(np.arange(len(up)), FREE_POOL)
+        noise = np.rint(rng.normal(0, 3, (FREE_POOL, 32, 32))).astype(np.int16)
+        pool = np.clip(up[reps].astype(np.int16) + noise, 0, 255).astype(np.uint8)[..., None]
+        what = "scikit-learn digits upscaled to 32x32 grey, noise sigma 3"
+    except ImportError:
+        fam, _ = load_generator(ckpt, spec, "cpu")
+        seeds = np.arange(FREE_POOL, dtype=np.int64)
+        pool = generate_u8(fam, seeds, seeds % 10, batch_size=1024)
+        what = "the bench DCGAN's untrained outputs, 32x32 grey (no scikit-learn here)"
+    path = where / "free-pool.npy"
+    where.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.ascontiguousarray(pool))
+    return str(path), what
+
+
+def _free_slice(pool: np.ndarray, start: int, count: int) -> np.ndarray:
+    return pool[np.arange(start, start + count) % len(pool)]
+
+
+class FreeSamplerActor:
+    """Stands in for :class:`pipeline.sample.fanout.SamplerActor` (same constructor and methods):
+    ``generate`` returns the shard's slice of the pre-made images. ``ckpt_url`` is the pool's .npy."""
+
+    def __init__(self, spec_json: dict, ckpt_url: str, use_gpu: bool):
+        self.spec = JobSpec.model_validate(spec_json)
+        self.pool = np.load(ckpt_url)
+
+    def generate(self, shard, ctx) -> np.ndarray:
+        return _free_slice(self.pool, shard.start, shard.count)
+
+    def run_shard(self, shard, ctx) -> dict:
+        from pipeline.sample.fanout import commit_shard
+
+        t0 = time.perf_counter()
+        info = commit_shard(self.generate(shard, ctx), shard, ctx)
+        return {"info": info, "skipped": False, "seconds": time.perf_counter() - t0}
+
+    def digest(self) -> str:
+        return "free"
+
+
+def free_pipeline(spec: JobSpec, pool_path: str, timeline: list | None = None) -> tuple[float, dict]:
+    """:func:`pipeline_run` with the free generator: ``sample_shards`` builds its actors from the
+    module attribute ``pipeline.sample.fanout.SamplerActor`` when called, so the bench swaps it
+    for :class:`FreeSamplerActor` meanwhile (nothing in pipeline/ changes)."""
+    import ray
+
+    import pipeline.sample.fanout as fanout
+
+    if __name__ != "__main__":  # imported (not run as a script): ship this module's classes by value
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    real, real_task = fanout.SamplerActor, fanout._encode_task
+    fanout.SamplerActor, fanout._encode_task = FreeSamplerActor, _cpu_timed_encode_task
+    try:
+        return pipeline_run(spec, pool_path, timeline=timeline)
+    finally:
+        fanout.SamplerActor, fanout._encode_task = real, real_task
+
+
+def _cpu_timed_encode_task(images: np.ndarray, shard, ctx) -> dict:
+    """The pipeline's own encode task (``fanout._encode_task``, as the worker imports it), plus the
+    CPU seconds it took in that worker: what one shard costs inside the pipeline, start-up aside."""
+    from pipeline.sample import fanout
+
+    c = time.process_time()
+    out = fanout._encode_task(images, shard, ctx)
+    return dict(out, cpu=time.process_time() - c)
+
+
+class FreePeerGen:
+    """The peer's generator stage fed the same free source."""
+
+    def __init__(self, pool_path: str):
+        self.pool = np.load(pool_path)
+
+    def __call__(self, batch: dict) -> dict:
+        ids = batch["id"].astype(np.int64)
+        u8 = self.pool[ids % len(self.pool)]
+        return {"id": ids, "img": u8[..., 0], "label": ids % 10}
+
+
+def free_peer(pool_path: str, n: int, out: Path, batch_size: int) -> float:
+    """../shared/bench/raydata_peer.py's pipeline (actor pool -> map_batches PNG with Pillow ->
+    write_parquet) with its generator stage replaced by the free source."""
+    import ray
+
+    dest = out / "free-peer"
+    shutil.rmtree(dest, ignore_errors=True)
+    dctx = ray.data.DataContext.get_current()
+    dctx.enable_progress_bars = False
+    if hasattr(dctx, "enable_operator_progress_bars"):
+        dctx.enable_operator_progress_bars = False
+    t = time.perf_counter()
+    ds = ray.data.range(n).map_batches(FreePeerGen, fn_constructor_args=(pool_path,), batch_size=batch_size,
+                                       compute=ray.data.ActorPoolStrategy(size=1))
+    ds.map_batches(peer_encode, batch_size=2048).write_parquet(str(dest))
+    rate = n / (time.perf_counter() - t)
+    shutil.rmtree(dest, ignore_errors=True)
+    return rate
+
+
+_CEIL: dict = {}
+
+
+def _ceiling_init(pool_path: str, spec_json: dict, out: str) -> None:
+    from pipeline.sample.plan import make_plan
+
+    spec = JobSpec.model_validate(spec_json)
+    _CEIL.update(pool=np.load(pool_path), plan=make_plan(spec.sample, 10, spec.name, "2026-01-01"), out=out,
+                 job=spec.name)
+
+
+def _ceiling_shard(i: int) -> tuple[int, float, float, float]:
+    """One shard as the pipeline encodes it (build_table: ids, labels, seeds, PNGs with the pipeline's
+    encoder) and writes it (parquet_io.parquet_bytes, the pipeline's writer options), to a local file:
+    no object store, no commit protocol, no manifest. Returns (rows, build s, parquet s, write s)."""
+    from pipeline.publish.parquet_io import parquet_bytes
+    from pipeline.publish.schema import build_table
+    from pipeline.sample.plan import image_ids
+
+    plan = _CEIL["plan"]
+    shard = plan.shard(i)
+    t0 = time.perf_counter()
+    table = build_table(_free_slice(_CEIL["pool"], shard.start, shard.count), shard.labels, shard.seeds,
+                        image_ids(_CEIL["job"], "2026-01-01", shard), i, class_names=[str(k) for k in range(10)],
+                        model="dcgan", checkpoint="bench", job=_CEIL["job"], date="2026-01-01",
+                        created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    t1 = time.perf_counter()
+    data = parquet_bytes(table)
+    t2 = time.perf_counter()
+    with open(os.path.join(_CEIL["out"], f"part-{i:05d}.parquet"), "wb") as f:
+        f.write(data)
+    return shard.count, t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def free_ceiling(spec: JobSpec, pool_path: str, out: Path, passes: int = 3) -> tuple[float, dict]:
+    """The machine's all-core ceiling for encode + Parquet write: a process pool over every core
+    (no Ray), each task one shard of the same plan. Best pass (a ceiling, not an average)."""
+    import multiprocessing as mp
+
+    from pipeline.sample.plan import make_plan
+
+    cores = os.cpu_count() or 1
+    plan = make_plan(spec.sample, 10, spec.name, "2026-01-01")
+    out.mkdir(parents=True, exist_ok=True)
+    best, parts = 0.0, None
+    with mp.get_context("spawn").Pool(cores, _ceiling_init, (pool_path, spec.model_dump(mode="json"), str(out))) as pool:
+        pool.map(_ceiling_shard, range(min(cores, plan.num_shards)))  # warm every worker
+        cpu_best = float("inf")
+        for _ in range(passes):
+            t = time.perf_counter()
+            with CpuMeter() as cm:
+                res = pool.map(_ceiling_shard, range(plan.num_shards), chunksize=1)
+            rate = sum(r[0] for r in res) / (time.perf_counter() - t)
+            cpu_best = min(cpu_best, cm.total)
+            if rate > best:
+                best = rate
+                tot = np.sum([r[1:] for r in res], axis=0)
+                parts = {"build_table_s": round(tot[0], 2), "parquet_bytes_s": round(tot[1], 2),
+                         "file_write_s": round(tot[2], 3)}
+    shutil.rmtree(out, ignore_errors=True)
+    return best, {"processes": cores, "shards": plan.num_shards, "task_seconds_summed": parts,
+                  "cpu_ms_per_1k_images": round(1e6 * cpu_best / plan.total, 1)}
+
+
+def commit_overhead(spec: JobSpec, pool_path: str, out: Path, reps: int = 3) -> dict:
+    """One shard in this process: the ceiling's work (build_table + parquet_bytes + file write)
+    against the pipeline's commit_shard (build_table + Partition.write_shard: provenance stamp,
+    sha256, create-only put through staging, read-back of size and footer)."""
+    from pipeline.publish.partition import Partition
+    from pipeline.sample.fanout import ShardContext, commit_shard
+    from pipeline.sample.plan import make_plan
+
+    pool = np.load(pool_path)
+    plan = make_plan(spec.sample, 10, spec.name, "2026-01-01")
+    shard = plan.shard(0)
+    imgs = _free_slice(pool, shard.start, shard.count)
+    _ceiling_init(pool_path, spec.model_dump(mode="json"), str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    ceil = commit = float("inf")
+    for r in range(reps):
+        t = time.perf_counter()
+        _ceiling_shard(0)
+        ceil = min(ceil, time.perf_counter() - t)
+        part = Partition.of(str(out / f"commit{r}"), spec.name, "2026-01-01")
+        ctx = ShardContext(partition=part, class_names=[str(i) for i in range(10)], fmt="png", model="dcgan",
+                           checkpoint_digest="bench", created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                           spec_hash=spec.spec_hash())
+        t = time.perf_counter()
+        commit_shard(imgs, shard, ctx)
+        commit = min(commit, time.perf_counter() - t)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"shard_rows": shard.count, "ceiling_work_s": round(ceil, 3), "commit_shard_s": round(commit, 3),
+            "commit_vs_ceiling_work": round(commit / ceil, 3)}
+
+
+def _import_cpu(modules: str) -> float | None:
+    import subprocess
+
+    code = f"import time; t = time.process_time(); import {modules}; print(time.process_time() - t)"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        return round(float(out.stdout.strip().splitlines()[-1]), 2)
+    except (ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def _steady(timeline: list) -> float | None:
+    """Rows/s between the first and the last shard committed (start-up and first-shard latency out)."""
+    if len(timeline) < 3:
+        return None
+    tl = sorted(timeline)
+    return sum(x[1] for x in tl[1:]) / (tl[-1][0] - tl[0][0])
+
+
+def _ray_init(num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
+        try:
+            ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level="ERROR", log_to_driver=False)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            ray.shutdown()
+            time.sleep(5)
+
+
+def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: bool = False) -> dict:
+    """The free-generator probe (module comment above): pipeline (split layout, one stand-in actor,
+    exactly-once commit, manifest), the Ray Data peer and the all-core ceiling, same images and N;
+    the pipeline at 4xN (its start-up is fixed); the pipeline's memory at N and 10xN; the pipeline
+    again with Ray's CPUs = cores. ``light`` (the quick run): the first three and memory only.
+    Leaves Ray shut down."""
+    import ray
+
+    cores = os.cpu_count() or 1
+    spec = bench_spec(work / "free", n, shard, False, mode="split", num_actors=1)
+    pool_path, what = free_pool(work / "free-pool", spec, make_checkpoint(spec, work / "free-ckpt"))
+    emit(probe="free_setup", images=what, pool=FREE_POOL, n=n, shard_size=shard, cores=cores,
+         load_avg=[round(x, 2) for x in os.getloadavg()], png=_encoder_info())
+    if ray.is_initialized():
+        ray.shutdown()  # the ceiling runs without Ray, on an idle machine
+    ceiling, cinfo = free_ceiling(spec, pool_path, work / "free-ceiling")
+    emit(probe="free_ceiling_allcores", img_per_s=round(ceiling), **cinfo,
+         what="process pool on every core: build_table (pipeline encoder) + parquet_bytes + file write")
+    over = commit_overhead(spec, pool_path, work / "free-commit")
+    emit(probe="free_commit_overhead", **over)
+    emit(probe="free_import_cpu_s", what="CPU seconds of a fresh interpreter's import (each Ray worker pays "
+         "it once: encode tasks deserialize pipeline.sample.fanout, which imports torch via plan -> rng)",
+         **{m: _import_cpu(m) for m in ("ray", "torch", "pipeline.sample.fanout",
+                                        "pipeline.publish.partition, pipeline.publish.schema")})
+
+    # The stand-in actor needs no core, but sample_shards reserves one (num_cpus=1) for every
+    # sampling actor: with Ray's CPUs = cores, that is one core of the encode tasks' (of 2 here).
+    # Measured both ways; the ratios use the cluster with one logical CPU per actor on top.
+    results: dict[str, dict] = {}
+    for label, cpus in (("cores+1", cores + 1),) + ((("cores", cores),) if not light else ()):
+        _ray_init(cpus)
+        best, tl_best = 0.0, []
+        for r in range(reps):
+            s = spec.model_copy(update={"sample": spec.sample.model_copy(
+                update={"output": str(work / f"free-out-{label}-{r}")})})
+            tl: list = []
+            with CpuMeter() as cm:
+                rate, info = free_pipeline(s, pool_path, tl)
+            shutil.rmtree(work / f"free-out-{label}-{r}", ignore_errors=True)
+            if rate > best:
+                best, tl_best, best_info, cpu_best = rate, tl, info, cm.seconds
+        busy = sum(x[2] for x in tl_best)
+        task_cpu = sum(x[3] or 0.0 for x in tl_best)
+        results[label] = {"img_per_s": round(best), "steady_img_per_s": round(_steady(tl_best) or 0),
+                          "first_shard_s": round(min(x[0] for x in tl_best), 2),
+                          # when the first encode task began: actor start-up + its first call + transfer
+                          "startup_s": round(min(x[0] - x[2] for x in tl_best), 2), **best_info,
+                          "encode_task_s_summed": round(busy, 2),
+                          "encode_task_cpu_ms_per_1k_images": round(1e6 * task_cpu / n, 1),
+                          "encode_busy": round(busy / (best_info["seconds"] * cores), 3),
+                          "cpu_ms_per_1k_images": {k: round(1e6 * v / n, 1) for k, v in cpu_best.items()}}
+        emit(probe="free_pipeline", ray_cpus=cpus, **results[label])
+        if label == "cores+1":
+            peer, peer_cpu = 0.0, None
+            for _ in range(reps):
+                with CpuMeter() as cm:
+                    rate = free_peer(pool_path, n, work, spec.sample.batch_size)
+                if rate > peer:
+                    peer, peer_cpu = rate, {k: round(1e6 * v / n, 1) for k, v in cm.seconds.items()}
+            emit(probe="free_raydata_peer", img_per_s=round(peer), ray_cpus=cpus, encoder="Pillow (the peer's)",
+                 cpu_ms_per_1k_images=peer_cpu)
+            if not light:  # the start-up is fixed: at 4xN it weighs a quarter as much (one run)
+                s4 = bench_spec(work / "free-4n", 4 * n, shard, False, mode="split", num_actors=1)
+                tl4: list = []
+                with CpuMeter() as cm:
+                    rate4, info4 = free_pipeline(s4, pool_path, tl4)
+                shutil.rmtree(work / "free-4n", ignore_errors=True)
+                results["4n"] = {"img_per_s": round(rate4), "steady_img_per_s": round(_steady(tl4) or 0),
+                                 "startup_s": round(min(x[0] - x[2] for x in tl4), 2), **info4,
+                                 "cpu_ms_per_1k_images": {k: round(1e6 * v / (4 * n), 1)
+                                                          for k, v in cm.seconds.items()}}
+                emit(probe="free_pipeline_4n", n=4 * n, ray_cpus=cpus, **results["4n"],
+                     vs_ceiling=round(rate4 / ceiling, 3))
+            # memory at N and 10xN, same shard size (so the same in-flight bound)
+            mem: dict = {}
+            for k in (n, 10 * n):
+                s = bench_spec(work / f"free-mem{k}", k, shard, False, mode="split", num_actors=1)
+                with PeakMemory(store=True) as m:
+                    rate_k, _ = free_pipeline(s, pool_path)
+                mem[k] = {"img_per_s": round(rate_k), "uss_sum_mb": round(m.peak / 2**20, 1),
+                          "driver_rss_mb": round(m.driver_peak / 2**20, 1),
+                          "largest_actor_uss_mb": round(m.actor_peak / 2**20, 1),
+                          "object_store_mb": round(m.store_peak / 2**20, 1) if m.store else None}
+                shutil.rmtree(work / f"free-mem{k}", ignore_errors=True)
+            emit(probe="free_pipeline_memory", **{f"n={k}": v for k, v in mem.items()},
+                 uss_ratio_10x=round(mem[10 * n]["uss_sum_mb"] / mem[n]["uss_sum_mb"], 2),
+                 driver_rss_ratio_10x=round(mem[10 * n]["driver_rss_mb"] / mem[n]["driver_rss_mb"], 2))
+    ray.shutdown()
+    ceil_cpu = cinfo["cpu_ms_per_1k_images"]
+    if not light:
+        # the ceiling again, after: on a shared machine the neighbours' load drifts; the ratios use
+        # the better of the two (the harder bar) and the lower CPU cost per image
+        ceiling2, cinfo2 = free_ceiling(spec, pool_path, work / "free-ceiling")
+        emit(probe="free_ceiling_allcores_after", img_per_s=round(ceiling2), **cinfo2)
+        ceiling = max(ceiling, ceiling2)
+        ceil_cpu = min(ceil_cpu, cinfo2["cpu_ms_per_1k_images"])
+    main_, n4, eq = results["cores+1"], results.get("4n"), results.get("cores")
+
+    def cpu_eff(d: dict | None) -> float | None:
+        return round(ceil_cpu / sum(d.values()), 3) if d else None
+
+    def vs(r: dict | None, key: str = "img_per_s") -> float | None:
+        return round(r[key] / ceiling, 3) if r else None
+
+    summary = emit(probe="free_summary", pipeline_vs_ceiling=vs(main_),
+                   pipeline_steady_vs_ceiling=vs(main_, "steady_img_per_s"),
+                   pipeline_vs_peer=round(main_["img_per_s"] / peer, 2),
+                   pipeline_4n_vs_ceiling=vs(n4),
+                   pipeline_ray_cpus_eq_cores_vs_ceiling=vs(eq),
+                   pipeline_ray_cpus_eq_cores_steady_vs_ceiling=vs(eq, "steady_img_per_s"),
+                   # CPU seconds per image: the ceiling's over the pipeline's (driver + workers + Ray daemons)
+                   pipeline_cpu_efficiency_vs_ceiling=cpu_eff(main_["cpu_ms_per_1k_images"]),
+                   # inside the encode tasks only (start-up, imports and Ray's machinery out)
+                   encode_task_cpu_efficiency_vs_ceiling=cpu_eff(
+                       {"tasks": main_["encode_task_cpu_ms_per_1k_images"]}),
+                   pipeline_4n_cpu_efficiency_vs_ceiling=cpu_eff(n4["cpu_ms_per_1k_images"] if n4 else None),
+                   peer_cpu_efficiency_vs_ceiling=cpu_eff(peer_cpu),
+                   ceiling_img_per_s=round(ceiling), ceiling_cpu_ms_per_1k_images=ceil_cpu,
+                   targets={"pipeline_vs_ceiling": 0.8, "pipeline_vs_peer": 1.5},
+                   load_avg=[round(x, 2) for x in os.getloadavg()])
+    return summary
+
+
+def _encoder_info() -> dict | None:
+    try:
+        from pipeline.publish.schema import encoder_info
+
+        return encoder_info()
+    except ImportError:
+        return None
+
+
+def free_default_n(cuda: bool) -> int:
+    return 1_000_000 if cuda else 100_000
+
+
+def free_shard_size(n: int) -> int:
+    """About four shards per core at N (forty at 10xN), so the last round leaves few cores idle."""
+    return max(500, min(50_000, n // (4 * (os.cpu_count() or 1))))
+
+
+def free_main(args: argparse.Namespace) -> None:
+    cuda = torch.cuda.is_available()
+    n = args.free_n or (6_000 if args.quick else free_default_n(cuda))
+    work = Path(tempfile.mkdtemp(prefix="genpipe-bench-free-"))
+    emit(probe="setup", device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})",
+         cpus=os.cpu_count(), n=n, torch=torch.__version__, quick=args.quick,
+         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
+    try:
+        free_generator_probe(work, n, free_shard_size(n), reps=1 if args.quick else 2, light=args.quick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    emit(probe="end", load_avg=[round(x, 2) for x in os.getloadavg()],
+         date=datetime.now(UTC).isoformat(timespec="seconds"))
+    if args.quick and not args.out:
+        return
+    dev = "gpu" if cuda else "cpu"
+    out = Path(args.out or ROOT / "bench" / "results" / f"sampling-free-generator-{dev}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small N; checks the benchmark still runs")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/sampling-<device>-<date>.json)")
+    ap.add_argument("--free-generator", action="store_true",
+                    help="only the free-generator probe (pre-made images instead of the model); writes "
+                         "bench/results/sampling-free-generator-<device>.json")
+    ap.add_argument("--free-n", type=int, default=None, help="N of the free-generator probe (memory: N and 10xN)")
+    ap.add_argument("--no-free-generator", action="store_true", help="leave the free-generator probe out")
     args = ap.parse_args()
+    if args.free_generator:
+        return free_main(args)
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     cuda = torch.cuda.is_available()
@@ -378,7 +887,8 @@ def main() -> None:
     peer_rate = raydata_peer(spec, ckpt, n, work, device)
     emit(probe="raydata_peer", img_per_s=round(peer_rate), n=n)
     enc_ceiling = encode_ceiling(spec, ckpt, device)
-    emit(probe="encode_ceiling_allcores", img_per_s=round(enc_ceiling), encoder="pipeline (numpy Sub filter + zlib 1)")
+    emit(probe="encode_ceiling_allcores", img_per_s=round(enc_ceiling), encoder="pipeline (numpy Sub filter + deflate)",
+         png=_encoder_info())
     gen_ceiling = generator_ceiling(spec, ckpt, device, min(n, 65_536 if cuda else 8_192))
     emit(probe="generator_ceiling", img_per_s=round(gen_ceiling), device=device)
 
@@ -416,6 +926,10 @@ def main() -> None:
          peer_vs_encode_ceiling=round(peer_rate / enc_ceiling, 3),
          raw_img_per_s=round(raw_rate))
     ray.shutdown()
+    if not args.no_free_generator:
+        free_n = args.free_n or (6_000 if args.quick else free_default_n(cuda))
+        free_generator_probe(work, free_n, free_shard_size(free_n), reps=1 if args.quick else 2,
+                             light=args.quick)
     shutil.rmtree(work, ignore_errors=True)
     if args.quick and not args.out:
         return  # the quick run only proves the benchmark works; results are not recorded
