@@ -1,8 +1,9 @@
 """The training loop that runs inside every Ray Train worker, top to bottom.
 
 DDP over gloo (CPU) or nccl (GPU) is set up by Ray Train; this function only sees its
-rank. Every worker loads the (small) dataset, takes its slice through a
-``DistributedSampler`` and steps the model family's nets, wrapped by ``prepare_model``.
+rank. Its batches come from :func:`pipeline.data.source.worker_batches` (in memory: its
+``DistributedSampler`` slice, re-ordered each epoch with ``set_epoch``; streamed: its Ray Data
+shard), and it steps the model family's nets, wrapped by ``prepare_model``.
 Rank 0 writes a checkpoint every ``checkpoint_every`` epochs and at the end; all ranks
 call ``ray.train.report`` then, and only then (it is a barrier, and each call waits for the
 controller's next poll), the same number of times. Epoch progress goes to the progress actor.
