@@ -893,7 +893,7 @@ def main() -> None:
     emit(probe="generator_ceiling", img_per_s=round(gen_ceiling), device=device)
 
     # sampling memory at N and 10xN: bounded in-flight shards keep it flat
-    mem_n = max(2_000, n // 10)
+    mem_n = max(200 if args.quick else 2_000, n // 10)  # quick: it proves the probe runs, on a busy CPU too
     peaks, actors = {}, {}
     for k in (mem_n, 10 * mem_n):
         # same shard size for both, and enough shards at N that every actor is busy (same actor count)
@@ -911,8 +911,10 @@ def main() -> None:
     train_n = 131_072 if cuda else (1_024 if args.quick else 2_048)
     train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
                                  epochs=2 if args.quick else (6 if cuda else 4)), "long epochs")
+    # on GPUs one worker per GPU at most: the shipped 2 workers would wait for a second GPU forever
+    demo_train = {"use_gpu": cuda, **({"num_workers": min(2, torch.cuda.device_count())} if cuda else {})}
     demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
-                                                      "gate": {"measure": False}, "train": {"use_gpu": cuda}})
+                                                      "gate": {"measure": False}, "train": demo_train})
     if args.quick:
         demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 20, "checkpoint_every": 10})})
     train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
