@@ -548,13 +548,21 @@ def _evaluate_task(spec_json: dict[str, Any], ckpt_url: str, use_gpu: bool,
         real, synth, labels, cache_url=join(spec.storage, "_cache", "features"),
         dataset_key=data.key, seed=spec.train.seed, storage_options=spec.storage_options,
         device=str(device), recipe=ProbeRecipe(kind=g.probe), seeds=g.seeds,
-        distill_fraction=g.distill_fraction, synthetic_ratio=g.synthetic_ratio,
+        distill_fraction=g.distill_fraction, synthetic_ratio=g.synthetic_ratio, executor=eval_executor(device),
     )
     if filter_stats is not None:  # what the filter kept of the evaluation's own draw
         metrics["filter_acceptance_rate"] = round(sum(filter_stats.accepted.values())
                                                   / max(1, sum(filter_stats.tried.values())), 4)
         metrics["filter_forced"] = int(sum(filter_stats.forced.values()))
     return metrics
+
+
+def eval_executor(device: Any) -> Any:
+    """Where the evaluation's classifiers train: on a CPU, side by side as one-CPU Ray tasks (this
+    task lends its own CPU back while it waits); on a GPU, one after the other on it."""
+    from pipeline.evaluate.executor import SERIAL, RayTasks
+
+    return RayTasks(num_cpus=1) if str(device) == "cpu" else SERIAL
 
 
 def eval_samples(spec: JobSpec, ckpt_url: str, num_classes: int, device: Any,

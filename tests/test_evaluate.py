@@ -378,6 +378,32 @@ def test_evaluate_quality_on_a_train_fraction_measures_against_the_generators_su
     assert m["uplift_full"] != m["uplift_same_data"]
 
 
+def test_evaluate_quality_side_by_side_in_ray_tasks_gives_the_same_figures(
+        digits: dict, feature_net, tmp_path, ray_local) -> None:
+    # the evaluation's classifiers as one-CPU Ray tasks (what a CPU job does) or one after the other
+    # in this process: each is a function of its arguments only, so every figure is identical
+    from pipeline.evaluate.executor import RayTasks
+
+    sub = stratified_subset(digits["ytr"], 0.5, seed=1)  # the generator saw a subset: all 4 ensembles + full base
+    real = RealSplit.checked(digits["xtr"][sub], digits["ytr"][sub], digits["xte"], digits["yte"], 10,
+                             digits["xtr"], digits["ytr"])
+    synth, synth_y = _noisy(digits["xtr"][:300], 12.0, seed=2), digits["ytr"][:300]
+    kw = {"recipe": TINY_PROBE, "feature_recipe": TINY, "seeds": 2, "synthetic_ratio": 1.0}
+    serial = evaluate_quality(real, synth, synth_y, str(tmp_path / "serial"), "digits-x", **kw)
+    tasks = RayTasks(num_cpus=1)
+    tasks.PUT_BYTES = 1024  # the arrays go through the object store, as a real dataset's would
+    side = evaluate_quality(real, synth, synth_y, str(tmp_path / "tasks"), "digits-x", executor=tasks, **kw)
+    assert serial["feature_net_from_cache"] is False and side["feature_net_from_cache"] is False
+    assert serial["baselines_from_cache"] is False and side["baselines_from_cache"] is False
+    drop = ("stage_seconds", "probes_wall_seconds", "eval_seconds")
+    assert {k: v for k, v in side.items() if k not in drop} == {k: v for k, v in serial.items() if k not in drop}
+    assert side["uplift_full"] != side["uplift_same_data"]
+    # what the tasks wrote to the cache is what the next evaluation reads
+    again = evaluate_quality(real, synth, synth_y, str(tmp_path / "tasks"), "digits-x", executor=tasks, **kw)
+    assert again["baselines_from_cache"] is True and again["feature_net_from_cache"] is True
+    assert again["real_acc_per_seed"] == serial["real_acc_per_seed"] and again["cas"] == serial["cas"]
+
+
 def test_evaluate_quality_rejects_mismatched_shapes(digits: dict, feature_cache: str) -> None:
     with pytest.raises(ValueError, match="image shapes differ"):
         evaluate_quality(

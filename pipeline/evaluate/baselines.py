@@ -45,19 +45,10 @@ def baseline_url(cache_url: str, dataset_key: str, key: dict[str, Any]) -> str:
     return cache_file(cache_url, f"baselines-{dataset_key}-{digest}.json", dataset_key)
 
 
-def cached_baseline(
-    cache_url: str,
-    dataset_key: str,
-    key: dict[str, Any],
-    compute: Callable[[], Any],
-    storage_options: dict[str, Any] | None = None,
-) -> tuple[Any, bool]:
-    """``(value, from_cache)``: the stored value for ``key``, or ``compute()`` stored for next time.
-
-    The stored file repeats ``key`` and is used only if it matches exactly (a digest collision
-    or a hand-edited file is recomputed). A cache that cannot be written costs a warning, not
-    the evaluation.
-    """
+def read_baseline(cache_url: str, dataset_key: str, key: dict[str, Any],
+                  storage_options: dict[str, Any] | None = None) -> Any | None:
+    """The stored value for ``key``, or None. The stored file repeats ``key`` and is used only if
+    it matches exactly (a digest collision or a hand-edited file is recomputed)."""
     url = baseline_url(cache_url, dataset_key, key)
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     want = json.loads(json.dumps(key, sort_keys=True, default=str))
@@ -65,13 +56,36 @@ def cached_baseline(
         if fs.exists(path):
             doc = json.loads(fs.cat_file(path))
             if doc.get("key") == want and "value" in doc:
-                return doc["value"], True
+                return doc["value"]
             log.warning("baseline %s does not match its key; recomputing", url)
     except Exception as exc:  # noqa: BLE001 (unreadable, malformed, storage hiccup: recompute)
         log.warning("baseline %s unusable (%s: %s); recomputing", url, type(exc).__name__, exc)
-    value = compute()
+    return None
+
+
+def write_baseline(cache_url: str, dataset_key: str, key: dict[str, Any], value: Any,
+                   storage_options: dict[str, Any] | None = None) -> None:
+    """Store ``value`` for ``key``; a cache that cannot be written costs a warning, not the evaluation."""
+    url = baseline_url(cache_url, dataset_key, key)
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    want = json.loads(json.dumps(key, sort_keys=True, default=str))
     try:
         write_atomic(fs, path, json.dumps({"key": want, "value": value}, sort_keys=True).encode())
     except Exception as exc:  # noqa: BLE001
         log.warning("could not cache baseline %s (%s: %s)", url, type(exc).__name__, exc)
+
+
+def cached_baseline(
+    cache_url: str,
+    dataset_key: str,
+    key: dict[str, Any],
+    compute: Callable[[], Any],
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[Any, bool]:
+    """``(value, from_cache)``: the stored value for ``key``, or ``compute()`` stored for next time."""
+    value = read_baseline(cache_url, dataset_key, key, storage_options)
+    if value is not None:
+        return value, True
+    value = compute()
+    write_baseline(cache_url, dataset_key, key, value, storage_options)
     return value, False

@@ -52,6 +52,14 @@ def cas_report(
     if len(real_list) != len(seeds):
         raise ValueError(f"real_acc has {len(real_list)} values for {len(seeds)} seeds")
     cas = probe_accuracies(synth_u8, synth_labels, real.test_x, real.test_y, real.num_classes, seeds, recipe, device)
+    return cas_summary(cas, real_list, recipe.steps_for(len(synth_u8)))
+
+
+def cas_summary(cas: Sequence[float], real_acc: Sequence[float], steps: int) -> dict[str, Any]:
+    """:func:`cas_report`'s figures from the per-seed CAS and real-trained accuracies."""
+    cas, real_list = [float(a) for a in cas], [float(a) for a in real_acc]
+    if len(cas) != len(real_list):
+        raise ValueError(f"{len(cas)} CAS values for {len(real_list)} real accuracies")
     c, r = mean_ci95(cas), mean_ci95(real_list)
     ratios = [a / b if b > 0 else float("nan") for a, b in zip(cas, real_list, strict=True)]
     return {
@@ -59,5 +67,5 @@ def cas_report(
         "real_acc": r["mean"], "real_acc_ci95": r["ci95"], "real_acc_per_seed": real_list,
         "cas_ratio": c["mean"] / r["mean"] if r["mean"] > 0 else float("nan"),
         "cas_ratio_ci95": mean_ci95(ratios)["ci95"],
-        "steps": recipe.steps_for(len(synth_u8)),
+        "steps": int(steps),
     }

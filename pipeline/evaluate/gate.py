@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.evaluate.baselines import baseline_key, cached_baseline
-from pipeline.evaluate.cas import cas_report
+from pipeline.evaluate.baselines import baseline_key, read_baseline, write_baseline
+from pipeline.evaluate.cas import cas_summary
 from pipeline.evaluate.classifier import (
     FEATURE_RECIPE,
     RealSplit,
@@ -41,11 +41,12 @@ from pipeline.evaluate.classifier import (
     check_labels,
     extract_features,
 )
+from pipeline.evaluate.executor import SERIAL, Executor, Pending
 from pipeline.evaluate.features import get_feature_net
 from pipeline.evaluate.fid import frechet_distance
 from pipeline.evaluate.memorization import RATIO_THRESHOLD, memorization
-from pipeline.evaluate.probe import PROBE, ProbeRecipe
-from pipeline.evaluate.uplift import base_accuracies, uplift
+from pipeline.evaluate.probe import PROBE, ProbeRecipe, probe_accuracies
+from pipeline.evaluate.uplift import UpliftDesign, base_accuracies
 from pipeline.spec import GateSpec
 
 #: the three uplift protocols (see pipeline/evaluate/uplift.py)
@@ -74,6 +75,7 @@ def evaluate_quality(
     seeds: int = 5,
     distill_fraction: float = 0.1,
     synthetic_ratio: float | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Measure generated images against real data; returns a flat JSON-able metrics dict.
 
@@ -99,66 +101,80 @@ def evaluate_quality(
     y_syn = check_labels(synth_labels, len(synth_u8), real.num_classes, "synth_labels")
     if len(synth_u8) < 2:
         raise ValueError(f"need at least 2 synthetic images, got {len(synth_u8)}")
-    timings: dict[str, float] = {}
-
-    def lap(name: str, t: float) -> None:
-        timings[name] = round(time.perf_counter() - t, 3)
-
+    run = executor or SERIAL
     t = time.perf_counter()
+    # everything below is trained independently: submit it all, then gather (executor.py)
     say("feature net: loading or training")
-    net, info = get_feature_net(
-        cache_url, dataset_key, real.pool_x, real.pool_y, real.num_classes, real.test_x, real.test_y,
-        storage_options, seed=0, recipe=feature_recipe, device=device,
-    )
-    say(f"feature net: test accuracy {info['test_acc']:.4f} ({'cached' if info['from_cache'] else 'trained'})")
-    f_train = extract_features(net, real.pool_x)
-    f_test = extract_features(net, real.test_x)
-    f_syn = extract_features(net, synth_u8)
-    fid_value = frechet_distance(f_train, f_syn)
-    fid_floor = frechet_distance(f_train, f_test)
-    lap("fid", t)
-    say(f"fid {fid_value:.3f} (real floor {fid_floor:.3f})")
+    net_job = run.submit(get_feature_net, cache_url, dataset_key, real.pool_x, real.pool_y, real.num_classes,
+                         real.test_x, real.test_y, storage_options, seed=0, recipe=feature_recipe, device=device)
 
     # real-only probe accuracies: functions of the real rows, recipe, seeds and device (cached)
     seed_list = [int(seed) + i for i in range(max(1, int(seeds)))]
     nc, tx, ty = real.num_classes, real.test_x, real.test_y
     common = {"recipe": asdict(recipe), "seeds": seed_list, "num_classes": nc, "test": _digest(tx, ty)}
-    from_cache: list[bool] = []
+    baselines: dict[str, tuple[dict[str, Any], Any]] = {}  # name -> (cache key, stored value or job)
 
-    def cached(kind: str, x: np.ndarray, y: np.ndarray, fraction: float | None) -> list[float]:
+    def baseline(name: str, kind: str, x: np.ndarray, y: np.ndarray, fraction: float | None) -> None:
         key = baseline_key(kind, device, rows=_digest(x, y), n=len(x), fraction=fraction, **common)
-        value, hit = cached_baseline(cache_url, dataset_key, key, lambda: base_accuracies(
-            x, y, tx, ty, nc, seeds=seed_list, fraction=fraction, recipe=recipe, device=device), storage_options)
-        from_cache.append(hit)
-        return [float(v) for v in value]
+        value = read_baseline(cache_url, dataset_key, key, storage_options)
+        baselines[name] = (key, value if value is not None else run.submit(
+            base_accuracies, x, y, tx, ty, nc, seeds=seed_list, fraction=fraction, recipe=recipe, device=device))
 
-    t = time.perf_counter()
-    real_acc = cached("probe_real", real.train_x, real.train_y, None)  # = the same-data uplift's base side
-    lap("baselines", t)
-    t = time.perf_counter()
-    cas = cas_report(real, synth_u8, y_syn, seeds=seed_list, recipe=recipe, device=device, real_acc=real_acc)
-    lap("cas", t)
+    saw_all = real.generator_saw_all
+    baseline("real", "probe_real", real.train_x, real.train_y, None)  # = the same-data uplift's base side
+    baseline("uplift_distill", "probe_subset", real.train_x, real.train_y, distill_fraction)
+    if not saw_all:
+        baseline("uplift_full", "probe_real", real.pool_x, real.pool_y, None)
+    cas_job = run.submit(probe_accuracies, synth_u8, y_syn, tx, ty, nc, seed_list, recipe, device)
+    designs: dict[str, UpliftDesign] = {}
+    aug_jobs: dict[str, Pending] = {}
+    protocol_data = {"uplift_distill": (real.train_x, real.train_y, distill_fraction),
+                     "uplift_same_data": (real.train_x, real.train_y, None)}
+    if not saw_all:  # else uplift_full is the same experiment as uplift_same_data: not run twice
+        protocol_data["uplift_full"] = (real.pool_x, real.pool_y, None)
+    for name, (x, y, fraction) in protocol_data.items():
+        d = designs[name] = UpliftDesign.build(x, y, synth_u8, y_syn, nc, seeds=seed_list, fraction=fraction,
+                                               synthetic_ratio=synthetic_ratio)
+        aug_jobs[name] = run.submit(probe_accuracies, d.pool_x, d.pool_y, tx, ty, nc, seed_list, recipe, device,
+                                    members=d.members)
+
+    timings: dict[str, float] = {}  # seconds each part took where it ran (side by side: more than the wall)
+    net, info = net_job.result()
+    timings["feature_net"] = round(net_job.seconds, 3)
+    say(f"feature net: test accuracy {info['test_acc']:.4f} ({'cached' if info['from_cache'] else 'trained'})")
+    t1 = time.perf_counter()
+    f_train = extract_features(net, real.pool_x)
+    f_test = extract_features(net, real.test_x)
+    f_syn = extract_features(net, synth_u8)
+    fid_value = frechet_distance(f_train, f_syn)
+    fid_floor = frechet_distance(f_train, f_test)
+    timings["fid"] = round(time.perf_counter() - t1, 3)
+    say(f"fid {fid_value:.3f} (real floor {fid_floor:.3f})")
+
+    from_cache: list[bool] = []
+    base: dict[str, list[float]] = {}
+    for name, (key, got) in baselines.items():
+        hit = not hasattr(got, "result")
+        value = got if hit else got.result()
+        if not hit:
+            write_baseline(cache_url, dataset_key, key, value, storage_options)
+            timings[f"baseline_{name}"] = round(got.seconds, 3)
+        from_cache.append(hit)
+        base[name] = [float(v) for v in value]
+    base["uplift_same_data"] = base["real"]
+    cas = cas_summary(cas_job.result(), base["real"], recipe.steps_for(len(synth_u8)))
+    timings["cas"] = round(cas_job.seconds, 3)
     say(f"cas {cas['cas']:.4f} vs real {cas['real_acc']:.4f} (ratio {cas['cas_ratio']:.4f}, {len(seed_list)} seeds)")
 
-    def run_uplift(name: str, x: np.ndarray, y: np.ndarray, fraction: float | None,
-                   base: list[float]) -> dict[str, Any]:
-        t1 = time.perf_counter()
-        up = uplift(x, y, synth_u8, y_syn, tx, ty, nc, seeds=seed_list, fraction=fraction,
-                    synthetic_ratio=synthetic_ratio, recipe=recipe, device=device, base_acc=base)
-        lap(name, t1)
+    ups: dict[str, dict[str, Any]] = {}
+    for name, job in aug_jobs.items():
+        up = ups[name] = designs[name].summary(base[name], job.result())
+        timings[name] = round(job.seconds, 3)
         say(f"{name} {up['mean']:+.4f} (real {up['num_real']} + synthetic {up['num_synthetic']}: "
             f"{up['base_acc']:.4f} -> {up['aug_acc']:.4f})")
-        return up
-
+    if saw_all:
+        ups["uplift_full"] = ups["uplift_same_data"]
     n_gen = len(real.train_x)
-    ups = {"uplift_distill": run_uplift("uplift_distill", real.train_x, real.train_y, distill_fraction,
-                                        cached("probe_subset", real.train_x, real.train_y, distill_fraction)),
-           "uplift_same_data": run_uplift("uplift_same_data", real.train_x, real.train_y, None, real_acc)}
-    if real.generator_saw_all:
-        ups["uplift_full"] = ups["uplift_same_data"]  # the same experiment: not run twice
-    else:
-        ups["uplift_full"] = run_uplift("uplift_full", real.pool_x, real.pool_y, None,
-                                        cached("probe_real", real.pool_x, real.pool_y, None))
     protocols = {
         "uplift_distill": f"the generator saw {n_gen} real images; the classifier gets "
                           f"{ups['uplift_distill']['num_real']} of them ({distill_fraction:.0%}) with or without "
@@ -170,9 +186,9 @@ def evaluate_quality(
                                                       "saw the whole split)" if real.generator_saw_all else ""),
     }
 
-    t = time.perf_counter()
+    t1 = time.perf_counter()
     mem = memorization(synth_u8, real.train_x, threshold=RATIO_THRESHOLD, device=device)
-    lap("memorization", t)
+    timings["memorization"] = round(time.perf_counter() - t1, 3)
     say(f"memorization {mem.fraction:.4f} (against the generator's {n_gen} training images)")
 
     out: dict[str, Any] = {
@@ -207,6 +223,7 @@ def evaluate_quality(
         "num_real_test": int(len(real.test_x)),
         "seed": int(seed),
         "stage_seconds": timings,
+        "probes_wall_seconds": round(time.perf_counter() - t, 3),
         "eval_seconds": round(time.perf_counter() - t0, 3),
     })
     return out

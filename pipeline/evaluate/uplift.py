@@ -22,6 +22,7 @@ convergence on its own training set (:mod:`pipeline.evaluate.probe`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,23 +83,54 @@ def uplift(
     per-seed lists, ``num_real``, ``num_synthetic``, ``synthetic_ratio``, ``seeds``.
     """
     seeds = [int(s) for s in seeds]
-    y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
-    rows = real_rows(base_y, fraction, seeds)
+    design = UpliftDesign.build(base_x, base_y, synth_u8, synth_labels, num_classes, seeds=seeds,
+                                fraction=fraction, synthetic_ratio=synthetic_ratio)
     base = [float(b) for b in (base_acc if base_acc is not None else base_accuracies(
         base_x, base_y, test_x, test_y, num_classes, seeds=seeds, fraction=fraction, recipe=recipe, device=device))]
     if len(base) != len(seeds):
         raise ValueError(f"base_acc has {len(base)} values for {len(seeds)} seeds")
-    syn = [synthetic_rows(len(synth_u8), len(r), synthetic_ratio, s) for r, s in zip(rows, seeds, strict=True)]
-    pool_x = np.concatenate([base_x, synth_u8])
-    pool_y = np.concatenate([np.asarray(base_y, np.int64), y_syn])
-    members = [np.concatenate([r, len(base_x) + s]) for r, s in zip(rows, syn, strict=True)]
-    aug = probe_accuracies(pool_x, pool_y, test_x, test_y, num_classes, seeds, recipe, device, members=members)
-    per_seed = [a - b for a, b in zip(aug, base, strict=True)]
-    ci = mean_ci95(per_seed)
-    return {
-        "mean": ci["mean"], "ci95": ci["ci95"], "per_seed": per_seed,
-        "base_acc": float(np.mean(base)), "aug_acc": float(np.mean(aug)),
-        "base_acc_per_seed": base, "aug_acc_per_seed": [float(a) for a in aug],
-        "num_real": int(len(rows[0])), "num_synthetic": int(len(syn[0])),
-        "synthetic_ratio": synthetic_ratio, "seeds": seeds,
-    }
+    aug = probe_accuracies(design.pool_x, design.pool_y, test_x, test_y, num_classes, seeds, recipe, device,
+                           members=design.members)
+    return design.summary(base, aug)
+
+
+@dataclass(frozen=True)
+class UpliftDesign:
+    """The classifiers of one uplift's augmented side: per seed, its real rows and synthetic rows,
+    as ``members`` of one pool (the real images, then the synthetic ones)."""
+
+    seeds: list[int]
+    rows: list[np.ndarray]  # per seed: the real rows
+    synthetic: list[np.ndarray]  # per seed: the synthetic rows added
+    pool_x: np.ndarray
+    pool_y: np.ndarray
+    members: list[np.ndarray]
+    synthetic_ratio: float | None
+
+    @classmethod
+    def build(cls, base_x: np.ndarray, base_y: np.ndarray, synth_u8: np.ndarray, synth_labels: np.ndarray,
+              num_classes: int, *, seeds: Sequence[int], fraction: float | None,
+              synthetic_ratio: float | None) -> UpliftDesign:
+        seeds = [int(s) for s in seeds]
+        y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
+        rows = real_rows(base_y, fraction, seeds)
+        syn = [synthetic_rows(len(synth_u8), len(r), synthetic_ratio, s) for r, s in zip(rows, seeds, strict=True)]
+        pool_x = np.concatenate([base_x, synth_u8])
+        pool_y = np.concatenate([np.asarray(base_y, np.int64), y_syn])
+        members = [np.concatenate([r, len(base_x) + s]) for r, s in zip(rows, syn, strict=True)]
+        return cls(seeds, rows, syn, pool_x, pool_y, members, synthetic_ratio)
+
+    def summary(self, base_acc: Sequence[float], aug_acc: Sequence[float]) -> dict[str, Any]:
+        """The uplift's figures from the per-seed real-only and augmented accuracies."""
+        base, aug = [float(b) for b in base_acc], [float(a) for a in aug_acc]
+        if len(base) != len(self.seeds):
+            raise ValueError(f"base_acc has {len(base)} values for {len(self.seeds)} seeds")
+        per_seed = [a - b for a, b in zip(aug, base, strict=True)]
+        ci = mean_ci95(per_seed)
+        return {
+            "mean": ci["mean"], "ci95": ci["ci95"], "per_seed": per_seed,
+            "base_acc": float(np.mean(base)), "aug_acc": float(np.mean(aug)),
+            "base_acc_per_seed": base, "aug_acc_per_seed": aug,
+            "num_real": int(len(self.rows[0])), "num_synthetic": int(len(self.synthetic[0])),
+            "synthetic_ratio": self.synthetic_ratio, "seeds": self.seeds,
+        }
