@@ -11,14 +11,20 @@ whatever device the batch lives on. So:
   which would cap a GPU sampler far below what the generator network can do).
 
 All integer arithmetic stays below 2**63, so there is no signed overflow.
+
+torch is imported inside the functions that need it: :func:`derive_seed` (used by the shard
+plan, which every encode task and sampling actor imports) must not cost a process torch's
+~3 s import when it only encodes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _M32 = 0xFFFFFFFF
 _C1 = 0x045D9F3B  # < 2**27, so (x < 2**32) * C1 < 2**59
@@ -39,6 +45,8 @@ def _key(seeds: torch.Tensor, stream: int) -> torch.Tensor:
 
 def seeded_uniform(seeds: torch.Tensor, numel: int, stream: int = 0) -> torch.Tensor:
     """(B, numel) floats in (0, 1), one independent stream per seed."""
+    import torch
+
     seeds = seeds.to(torch.int64).reshape(-1, 1)
     key = _key(seeds, stream)
     idx = torch.arange(numel, device=seeds.device, dtype=torch.int64).reshape(1, -1)
@@ -48,6 +56,8 @@ def seeded_uniform(seeds: torch.Tensor, numel: int, stream: int = 0) -> torch.Te
 
 def seeded_normal(seeds: torch.Tensor, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
     """(B, *shape) standard normal float32 tensor; row i depends only on seeds[i] and stream."""
+    import torch
+
     numel = math.prod(shape)
     half = (numel + 1) // 2
     u = seeded_uniform(seeds, 2 * half, stream)

@@ -148,3 +148,37 @@ def test_plans_of_too_many_shards_are_refused() -> None:
     with pytest.raises(SpecError, match="sample.per_class"):
         parse_spec({"name": "x", "sample": {"per_class": {0: 10**10, 1: 1}, "shard_size": 10**6}})
     parse_spec({"name": "x", "sample": {"num_images": 10**10, "shard_size": 10**5}})  # the largest: fine
+
+
+def test_the_encode_path_does_not_import_torch(tmp_path) -> None:
+    """An encode task (split layout) unpickles a Shard and a ShardContext and commits a shard:
+    none of that may import torch (~3 s of CPU in every fresh worker), so pipeline.rng imports
+    it lazily. Run in a fresh interpreter, since this one has torch already."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        from datetime import UTC, datetime
+        import numpy as np
+        from pipeline.publish.partition import Partition
+        from pipeline.sample.fanout import ShardContext, _encode_task, _warm_encode_worker
+        from pipeline.sample.plan import make_plan
+        from pipeline.spec import SampleSpec
+
+        _warm_encode_worker()
+        plan = make_plan(SampleSpec(num_images=20, shard_size=10), 10, "job", "2026-01-01")
+        ctx = ShardContext(partition=Partition.of({str(tmp_path / "out")!r}, "job", "2026-01-01"),
+                           class_names=[str(i) for i in range(10)], fmt="png", model="dcgan",
+                           checkpoint_digest="d", created_at=datetime(2026, 1, 1, tzinfo=UTC), spec_hash="h")
+        shard, ctx = pickle.loads(pickle.dumps((plan.shard(1), ctx)))
+        out = _encode_task(np.zeros((shard.count, 8, 8, 1), np.uint8), shard, ctx)
+        assert out["info"].rows == 10, out
+        print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+    """)
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
