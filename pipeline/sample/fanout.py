@@ -163,6 +163,22 @@ def done_shards(plan: ShardPlan, ctx: ShardContext, threads: int = 16) -> dict[i
                                      ctx.provenance, threads)
 
 
+def _shard_files_present(plan: ShardPlan, ctx: ShardContext) -> int:
+    """How many shard files of this plan are listed (a listing, nothing read): at least
+    ``num_shards`` minus this many shards are still to do, whatever the resume scan finds."""
+    from pipeline.publish.layout import parse_shard_name
+
+    return len({p[0] for p in map(parse_shard_name, ctx.partition.shard_names()) if p and p[1] == plan.num_shards})
+
+
+def _warm_encode_worker() -> None:
+    """Import what an encode task needs, in a worker that will run encode tasks next (the
+    resume scan and the actors' start-up run meanwhile)."""
+    import pipeline.publish.partition  # noqa: F401
+    import pipeline.publish.provenance  # noqa: F401
+    import pipeline.publish.schema  # noqa: F401
+
+
 def sample_shards(
     run: RunPlan | JobSpec,
     plan: ShardPlan,
@@ -177,38 +193,53 @@ def sample_shards(
 
     ``run`` is the job's :class:`~pipeline.plan.RunPlan` (its ``sample`` resources and
     ``sample_mode`` say how many actors, on which devices, in which layout), or a bare spec, whose
-    plan facts are then resolved here the same way (pipeline.plan), on the connected cluster."""
+    plan facts are then resolved here the same way (pipeline.plan), on the connected cluster.
+
+    The actors that are certainly needed (one per shard file not even listed, up to the actor
+    count) are created, and in the split layout the encode workers warmed, before the resume scan,
+    so that their start-up overlaps it; the rest, if the scan finds more to do, after it."""
     from pipeline.plan import RunPlan, sample_mode, sample_resources
 
     if isinstance(run, RunPlan):
         spec, res, mode = run.spec, run.sample, run.sample_mode
     else:
         spec, res, mode = run, sample_resources(run, plan.num_shards), sample_mode(run)
+    cluster = ray.cluster_resources()
     if res.count is None:  # a plan built before the cluster was known
-        res = sample_resources(spec, plan.num_shards, ray.cluster_resources())
-    results: dict[int, Any] = done_shards(plan, ctx)
-    for i, info in sorted(results.items()):
-        if on_shard:
-            on_shard({"info": info, "skipped": True, "seconds": 0.0, "index": i})
-    todo = [i for i in range(plan.num_shards) if i not in results][::-1]
-    if not todo:
-        return [results[i] for i in range(plan.num_shards)]
-
+        res = sample_resources(spec, plan.num_shards, cluster)
     use_gpu = res.uses_gpu
-    n_actors = min(res.count or 1, len(todo))
     actor_cls = ray.remote(SamplerActor).options(
         num_cpus=res.bundle.get("CPU", 1.0), num_gpus=res.bundle.get("GPU", 0.0), max_restarts=3, max_task_retries=3,
     )
-    actors = [actor_cls.remote(spec.model_dump(mode="json"), ckpt_url, use_gpu) for _ in range(n_actors)]
+    spec_json = spec.model_dump(mode="json")
     encode = ray.remote(_encode_task).options(num_cpus=1, max_retries=3)
     if encode_slots is None:
-        encode_slots = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    ctx_ref = ray.put(ctx)
+        encode_slots = max(2, 2 * int(cluster.get("CPU", 1)))
 
-    gen_pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # generate ref -> (shard, actor)
-    out_pending: dict[ray.ObjectRef, int] = {}  # result ref -> shard
-    load = [0] * n_actors
+    actors: list[Any] = []
     try:
+        sure = plan.num_shards - _shard_files_present(plan, ctx)  # to do whatever the scan finds
+        actors += [actor_cls.remote(spec_json, ckpt_url, use_gpu) for _ in range(min(res.count or 1, sure))]
+        if mode == "split" and sure > 0:
+            free_cpus = int(cluster.get("CPU", 1) - len(actors) * res.bundle.get("CPU", 1.0))
+            warm = ray.remote(_warm_encode_worker).options(num_cpus=1)
+            for _ in range(max(1, min(free_cpus, sure))):
+                warm.remote()  # fire and forget: the encode tasks queue behind them on the same workers
+
+        results: dict[int, Any] = done_shards(plan, ctx)
+        for i, info in sorted(results.items()):
+            if on_shard:
+                on_shard({"info": info, "skipped": True, "seconds": 0.0, "index": i})
+        todo = [i for i in range(plan.num_shards) if i not in results][::-1]
+        if not todo:
+            return [results[i] for i in range(plan.num_shards)]
+        n_actors = min(res.count or 1, len(todo))  # never fewer than created above (sure <= len(todo))
+        actors += [actor_cls.remote(spec_json, ckpt_url, use_gpu) for _ in range(n_actors - len(actors))]
+        ctx_ref = ray.put(ctx)
+
+        gen_pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # generate ref -> (shard, actor)
+        out_pending: dict[ray.ObjectRef, int] = {}  # result ref -> shard
+        load = [0] * n_actors
         while todo or gen_pending or out_pending:
             for a in range(n_actors):
                 while todo and load[a] < inflight_per_actor and len(out_pending) < encode_slots:
