@@ -22,10 +22,12 @@ Resource shapes assumed for the job's stages (keep in step with the runner):
   and, when ``train.use_gpu``, ``GPU: 1`` (as ``pipeline/train/trainer.py`` builds the
   ``ScalingConfig``); all ``train.num_workers`` of them at once (one placement group).
   Train V2's controller actor takes 0 CPU.
-* one sampling actor (and the quality-gate task) = ``{CPU: 1, GPU: 1}`` when sampling on
-  GPU, else ``{CPU: 1}`` (``pipeline/sample/fanout.py``); all actors at once:
+* one sampling actor = ``pipeline.plan.sample_actor_bundle``: ``{GPU: 1}`` when sampling on
+  GPU in the split layout (the encode tasks do the CPU work), ``{CPU: 1, GPU: 1}`` on GPU in the
+  fused layout, else ``{CPU: 1}`` (``pipeline/sample/fanout.py``); all actors at once:
   ``sample.num_actors`` (capped by the number of shards), by default one per GPU, else
-  ``min(2, CPUs)``.
+  ``min(2, CPUs)``. In the split layout one encode task (``{CPU: 1}``) must fit beside them.
+  The quality-gate task is ``{CPU: 1, GPU: 1}`` on GPU, else ``{CPU: 1}``.
 * the stages run one after another, so their needs are not added up; the job driver's
   own reservation (``driver_cpus``, the Jobs API ``entrypoint_num_cpus``) is held
   throughout and is added to each.
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
-from pipeline.plan import SAMPLE_ACTOR_CPU, SAMPLE_ACTOR_GPU, sample_uses_gpu, train_resources
+from pipeline.plan import SAMPLE_ENCODE_TASK, sample_actor_bundle, sample_mode, train_resources
 from pipeline.spec import JobSpec
 
 NODE_LOCAL_SCHEMES = ("file", "local", "memory")
@@ -216,7 +218,7 @@ def check_feasible(
         )
         return problems
 
-    def need(stage: str, what: str, n: int, bundle: dict[str, float]) -> None:
+    def need(stage: str, what: str, n: int, bundle: dict[str, float], counted: str | None = None) -> None:
         if not bundle or n <= 0:
             return
         short = []
@@ -224,7 +226,7 @@ def check_feasible(
             have = total(k)
             want = v * n + (driver_cpus if k == "CPU" else 0.0)
             if want > have + _EPS:
-                each = f"{_plural(n, what)} x {_amount(v, k)}"
+                each = f"{counted or _plural(n, what)} x {_amount(v, k)}"
                 each += f" + {_num(driver_cpus)} for the driver" if k == "CPU" and driver_cpus else ""
                 short.append(f"{_amount(want, k)} ({each}; the cluster has {_num(have)})")
         if short:
@@ -245,14 +247,20 @@ def check_feasible(
     # training: all workers at once
     need("train", "worker", spec.train.num_workers, train_bundle(spec))
 
-    # sampling: all actors at once
+    # sampling: all actors at once (default count: one per GPU, or min(2, CPUs), so at least one)
+    # and, in the split layout, room beside them for an encode task
     shards = math.ceil(spec.sample.total / spec.sample.shard_size)
-    if sample_uses_gpu(spec):
-        n = spec.sample.num_actors or 1  # default: one per GPU, so at least one
-        need("sample", "actor", min(n, shards), dict(SAMPLE_ACTOR_GPU))
+    n = min(spec.sample.num_actors or 1, shards)
+    actor = {k: v for k, v in sample_actor_bundle(spec).items() if v > 0}
+    if sample_mode(spec) != "split":
+        need("sample", "actor", n, actor)
+    elif actor == SAMPLE_ENCODE_TASK:  # CPU actors: the encode tasks queue for the same CPUs
+        need("sample", "actor", n + 1, actor, counted=f"{_plural(n, 'actor')} + 1 encode task")
     else:
-        n = spec.sample.num_actors or 1  # default: min(2, CPUs), so at least one
-        need("sample", "actor", min(n, shards), dict(SAMPLE_ACTOR_CPU))
+        before = len(problems)
+        need("sample", "actor", n, actor)
+        if len(problems) == before:
+            need("sample", "encode task", 1, dict(SAMPLE_ENCODE_TASK))
 
     # node-local paths on a cluster of more than one node
     n_nodes: float = len(alive) + sum(math.inf if t["max_count"] < 0 else t["max_count"] for t in types)

@@ -17,11 +17,17 @@ from pipeline.data.source import DataInfo
 from pipeline.spec import JobSpec
 
 __all__ = ["DataInfo", "EvalPlan", "Resources", "RunPlan", "ShardSummary", "eval_resources", "predict",
-           "run_name", "sample_mode", "sample_resources", "sample_uses_gpu", "train_resources"]
+           "run_name", "sample_actor_bundle", "sample_mode", "sample_resources", "sample_uses_gpu",
+           "train_resources"]
 
 #: one sampling actor's bundle (generation); encode tasks take one CPU each
-SAMPLE_ACTOR_GPU = {"CPU": 1.0, "GPU": 1.0}
-SAMPLE_ACTOR_CPU = {"CPU": 1.0}
+SAMPLE_ACTOR_GPU = {"CPU": 1.0, "GPU": 1.0}  # fused: the actor also encodes and writes
+#: split layout on GPUs: the actor only launches kernels and hands pixels to the object store; the
+#: encode tasks do the CPU work, so it reserves no CPU and every core's slot can encode
+SAMPLE_ACTOR_GPU_SPLIT = {"CPU": 0.0, "GPU": 1.0}
+SAMPLE_ACTOR_CPU = {"CPU": 1.0}  # generating on the CPU takes a core, either layout
+#: one encode task of the split layout
+SAMPLE_ENCODE_TASK = {"CPU": 1.0}
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,19 @@ def default_num_actors(spec: JobSpec, cluster_resources: Mapping[str, float] | N
     return max(1, min(2, int(cluster_resources.get("CPU", 1))))
 
 
+def sample_actor_bundle(spec: JobSpec) -> dict[str, float]:
+    """One sampling actor's bundle. ``CPU`` is always present (an explicit 0 too: left out, the
+    actor would get Ray's default of one CPU to schedule it)."""
+    if not sample_uses_gpu(spec):
+        return dict(SAMPLE_ACTOR_CPU)
+    return dict(SAMPLE_ACTOR_GPU_SPLIT if sample_mode(spec) == "split" else SAMPLE_ACTOR_GPU)
+
+
 def sample_resources(spec: JobSpec, num_shards: int,
                      cluster_resources: Mapping[str, float] | None = None) -> Resources:
     gpu = sample_uses_gpu(spec)
     n = default_num_actors(spec, cluster_resources)
-    return Resources(None if n is None else min(n, max(1, num_shards)),
-                     dict(SAMPLE_ACTOR_GPU if gpu else SAMPLE_ACTOR_CPU), gpu)
+    return Resources(None if n is None else min(n, max(1, num_shards)), sample_actor_bundle(spec), gpu)
 
 
 def eval_resources(spec: JobSpec) -> Resources:

@@ -118,6 +118,23 @@ def test_sampling_actors():
     assert p == "sample needs 4 CPUs (4 actors x 1 CPU; the cluster has 2)"
 
 
+def test_split_layout_gpu_actors_take_no_cpu_but_an_encode_task_must_fit():
+    gpu = {"use_gpu": True, "num_workers": 1}
+    # auto on GPUs is split: two GPU actors and the encode tasks share one CPU
+    assert check(spec(train=gpu, sample={"num_actors": 2}), [node(cpu=1, gpu=2)]) == []
+    # fused: each actor encodes too, so each holds a CPU
+    (p,) = check(spec(train=gpu, sample={"num_actors": 2, "mode": "fused"}), [node(cpu=1, gpu=2)])
+    assert p == "sample needs 2 CPUs (2 actors x 1 CPU; the cluster has 1)"
+    # GPUs but no CPU at all: nowhere to encode (training reports its own shortfall first)
+    problems = check(spec(train={"use_gpu": True, "num_workers": 1, "cpus_per_worker": 0},
+                          sample={"num_actors": 1}), [node(cpu=0, gpu=1)])
+    assert problems == ["sample needs 1 CPU (1 encode task x 1 CPU; the cluster has 0)"]
+    # split on CPUs: the actors hold CPUs, an encode task needs one more beside them
+    (p,) = check(spec(sample={"num_actors": 2, "mode": "split"}), [node(cpu=2)])
+    assert p == "sample needs 3 CPUs (2 actors + 1 encode task x 1 CPU; the cluster has 2)"
+    assert check(spec(sample={"num_actors": 1, "mode": "split"}), [node(cpu=2)]) == []
+
+
 def test_driver_cpus_are_held_the_whole_job():
     s = spec(train={"num_workers": 2})
     assert check(s, [node(cpu=2)]) == []

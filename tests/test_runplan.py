@@ -39,6 +39,10 @@ def test_plan_without_a_cluster_leaves_the_default_actor_count_open(tmp_path) ->
     spec = _spec(tmp_path, train={"use_gpu": True})
     plan = RunPlan.build(spec, "2026-03-04", DataInfo.of(load_dataset(spec.dataset)))
     assert plan.sample.count is None and plan.sample.uses_gpu and plan.sample_mode == "split"
+    assert plan.sample.bundle == {"CPU": 0.0, "GPU": 1.0}  # split: the encode tasks do the CPU work
+    fused = _spec(tmp_path, train={"use_gpu": True}, sample={"mode": "fused"})
+    assert RunPlan.build(fused, "2026-03-04", DataInfo.of(load_dataset(fused.dataset))).sample.bundle == {
+        "CPU": 1.0, "GPU": 1.0}
     assert plan.train.bundle["GPU"] == 1.0 and plan.evaluate.bundle["GPU"] == 1.0
     pinned = _spec(tmp_path, sample={"num_actors": 8})  # never more actors than shards
     assert RunPlan.build(pinned, "2026-03-04", DataInfo.of(load_dataset(pinned.dataset))).sample.count == 4
