@@ -661,14 +661,15 @@ def _steady(timeline: list) -> float | None:
     return sum(x[1] for x in tl[1:]) / (tl[-1][0] - tl[0][0])
 
 
-def _ray_init(num_cpus: int | None) -> None:
+def _ray_init(num_cpus: int | None, num_gpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
         try:
-            ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level="ERROR", log_to_driver=False)
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", logging_level="ERROR",
+                     log_to_driver=False)
             return
         except Exception:
             if attempt == 2:
@@ -685,6 +686,8 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
     Leaves Ray shut down."""
     import ray
 
+    from pipeline.plan import sample_actor_bundle
+
     cores = os.cpu_count() or 1
     spec = bench_spec(work / "free", n, shard, False, mode="split", num_actors=1)
     pool_path, what = free_pool(work / "free-pool", spec, make_checkpoint(spec, work / "free-ckpt"))
@@ -698,24 +701,31 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
     over = commit_overhead(spec, pool_path, work / "free-commit")
     emit(probe="free_commit_overhead", **over)
     emit(probe="free_import_cpu_s", what="CPU seconds of a fresh interpreter's import (each Ray worker pays "
-         "it once: encode tasks deserialize pipeline.sample.fanout, which imports torch via plan -> rng)",
+         "it once: encode tasks deserialize pipeline.sample.fanout; torch only where a generator runs)",
          **{m: _import_cpu(m) for m in ("ray", "torch", "pipeline.sample.fanout",
                                         "pipeline.publish.partition, pipeline.publish.schema")})
 
-    # The stand-in actor needs no core, but sample_shards reserves one (num_cpus=1) for every
-    # sampling actor: with Ray's CPUs = cores, that is one core of the encode tasks' (of 2 here).
-    # Measured both ways; the ratios use the cluster with one logical CPU per actor on top.
+    # The stand-in actor needs no core, but with sampling on the CPU sample_shards reserves one
+    # (num_cpus=1) for every sampling actor: with Ray's CPUs = cores, that is one core of the
+    # encode tasks' (of 2 here). Measured both ways; the ratios use the cluster with one logical
+    # CPU per actor on top. Then as on a GPU machine: Ray's CPUs = cores plus one logical GPU and
+    # sample.use_gpu, so the split layout's actor reserves a GPU and no CPU (pipeline.plan); the
+    # stand-in never touches the GPU it is given.
+    gspec = spec.model_copy(update={"sample": spec.sample.model_copy(update={"use_gpu": True})})
+    runs = (("cores+1", cores + 1, None, spec),)
+    if not light:
+        runs += (("cores", cores, None, spec), ("cores, gpu actor", cores, 1, gspec))
     results: dict[str, dict] = {}
-    for label, cpus in (("cores+1", cores + 1),) + ((("cores", cores),) if not light else ()):
-        _ray_init(cpus)
+    for label, cpus, gpus, spec_l in runs:
+        _ray_init(cpus, gpus)
         best, tl_best = 0.0, []
         for r in range(reps):
-            s = spec.model_copy(update={"sample": spec.sample.model_copy(
-                update={"output": str(work / f"free-out-{label}-{r}")})})
+            s = spec_l.model_copy(update={"sample": spec_l.sample.model_copy(
+                update={"output": str(work / f"free-out-{cpus}-{gpus}-{r}")})})
             tl: list = []
             with CpuMeter() as cm:
                 rate, info = free_pipeline(s, pool_path, tl)
-            shutil.rmtree(work / f"free-out-{label}-{r}", ignore_errors=True)
+            shutil.rmtree(work / f"free-out-{cpus}-{gpus}-{r}", ignore_errors=True)
             if rate > best:
                 best, tl_best, best_info, cpu_best = rate, tl, info, cm.seconds
         busy = sum(x[2] for x in tl_best)
@@ -728,7 +738,8 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
                           "encode_task_cpu_ms_per_1k_images": round(1e6 * task_cpu / n, 1),
                           "encode_busy": round(busy / (best_info["seconds"] * cores), 3),
                           "cpu_ms_per_1k_images": {k: round(1e6 * v / n, 1) for k, v in cpu_best.items()}}
-        emit(probe="free_pipeline", ray_cpus=cpus, **results[label])
+        emit(probe="free_pipeline", ray_cpus=cpus, **({"ray_gpus": gpus} if gpus else {}),
+             actor_bundle=sample_actor_bundle(spec_l), **results[label])
         if label == "cores+1":
             peer, peer_cpu = 0.0, None
             for _ in range(reps):
@@ -773,7 +784,7 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
         emit(probe="free_ceiling_allcores_after", img_per_s=round(ceiling2), **cinfo2)
         ceiling = max(ceiling, ceiling2)
         ceil_cpu = min(ceil_cpu, cinfo2["cpu_ms_per_1k_images"])
-    main_, n4, eq = results["cores+1"], results.get("4n"), results.get("cores")
+    main_, n4, eq, ga = results["cores+1"], results.get("4n"), results.get("cores"), results.get("cores, gpu actor")
 
     def cpu_eff(d: dict | None) -> float | None:
         return round(ceil_cpu / sum(d.values()), 3) if d else None
@@ -787,6 +798,9 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
                    pipeline_4n_vs_ceiling=vs(n4),
                    pipeline_ray_cpus_eq_cores_vs_ceiling=vs(eq),
                    pipeline_ray_cpus_eq_cores_steady_vs_ceiling=vs(eq, "steady_img_per_s"),
+                   # Ray's CPUs = cores, the actor on a logical GPU reserving no CPU (as on a GPU machine)
+                   pipeline_gpu_actor_no_cpu_vs_ceiling=vs(ga),
+                   pipeline_gpu_actor_no_cpu_steady_vs_ceiling=vs(ga, "steady_img_per_s"),
                    # CPU seconds per image: the ceiling's over the pipeline's (driver + workers + Ray daemons)
                    pipeline_cpu_efficiency_vs_ceiling=cpu_eff(main_["cpu_ms_per_1k_images"]),
                    # inside the encode tasks only (start-up, imports and Ray's machinery out)
