@@ -8,7 +8,8 @@ Two layouts, chosen by ``sample.mode`` (``auto``: ``split`` when sampling on GPU
 * ``split`` -- GPU actors only generate: a shard's uint8 pixels go through Ray's object
   store to a CPU task that encodes and commits it, on any core of the cluster. The GPU
   keeps generating the next shard while every CPU encodes (encoding is the bottleneck:
-  ~20-30 k PNG/s per core against millions of images/s from the GPU).
+  ~20-30 k PNG/s per core against millions of images/s from the GPU), so a GPU actor reserves
+  no CPU (``pipeline.plan.sample_actor_bundle``).
 
 Either way in-flight work is bounded (``inflight_per_actor`` shards generated ahead per
 actor, at most ``encode_slots`` shards waiting to be encoded), so memory stays flat
