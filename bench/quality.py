@@ -204,6 +204,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="dcgan,vae,ddpm,gan")
     ap.add_argument("--fractions", default="0.1,0.25", help="train_fraction runs ('' for none)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="probe seeds behind every CAS and uplift figure (default: the spec's gate.seeds)")
     ap.add_argument("--fraction-steps", type=int, default=1000,
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
@@ -235,22 +237,25 @@ def main() -> None:
         out_path.write_text(json.dumps(res, indent=1) + "\n")
 
     families = [f for f in args.families.split(",") if f and (ROOT / f"jobs/digits-{f}.yaml").exists()]
+    from pipeline.spec import deep_merge
+
+    common = {"gate": {"seeds": args.seeds}} if args.seeds else {}
     for fam in [] if args.fractions_only else families:
         path = ROOT / f"jobs/digits-{fam}.yaml"
-        row, spec, ckpt = run_one(path, work, {}, fam)
+        row, spec, ckpt = run_one(path, work, common, fam)
         if ckpt:
             row.update(svm_check(spec, ckpt))
         res["models"][fam] = row
         print(json.dumps(row), flush=True)
         save()
         if args.filter:
-            res["filter"][fam] = filtered_pair(path, work, {}, fam, row)
+            res["filter"][fam] = filtered_pair(path, work, common, fam, row)
             print(json.dumps({"filter": fam, **res["filter"][fam]}), flush=True)
             save()
     if not (args.no_mix or args.fractions_only) and res["models"]:
         best = max(res["models"].values(), key=lambda r: r.get("cas_ratio") or 0)
         fam = best["run"]
-        _, spec, ckpt = run_one(ROOT / f"jobs/digits-{fam}.yaml", work, {}, fam)  # finished: reused, not retrained
+        _, spec, ckpt = run_one(ROOT / f"jobs/digits-{fam}.yaml", work, common, fam)  # finished: reused, not retrained
         if ckpt:
             res["mix"] = {"family": fam, "rows": mix_sweep(spec, ckpt, spec.gate.seeds)}
             save()
@@ -263,9 +268,9 @@ def main() -> None:
                 probe.dataset.model_copy(update={"train_fraction": frac})).train_x)
                 / (probe.train.num_workers * probe.train.batch_size)))
             epochs = max(1, args.fraction_steps // per_epoch)
-            over = {"name": f"{probe.name}-f{int(frac * 100)}", "dataset": {"train_fraction": frac},
-                    "train": {"epochs": epochs, "checkpoint_every": max(1, epochs // 4)},
-                    "sample": {"num_images": 2000, "shard_size": 1000}}
+            over = deep_merge(common, {"name": f"{probe.name}-f{int(frac * 100)}", "dataset": {"train_fraction": frac},
+                                       "train": {"epochs": epochs, "checkpoint_every": max(1, epochs // 4)},
+                                       "sample": {"num_images": 2000, "shard_size": 1000}})
             row, _, _ = run_one(path, work, over, f"{fam}@{frac:g}")
             res["train_fraction"].setdefault(f"{frac:g}", {})[fam] = row
             print(json.dumps(row), flush=True)
