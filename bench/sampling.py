@@ -900,7 +900,8 @@ def main() -> None:
 
     peer_rate = raydata_peer(spec, ckpt, n, work, device)
     emit(probe="raydata_peer", img_per_s=round(peer_rate), n=n)
-    enc_ceiling = encode_ceiling(spec, ckpt, device)
+    # quick: 4,000 images to encode, not 40,000 (made by the model first: minutes on a busy CPU)
+    enc_ceiling = encode_ceiling(spec, ckpt, device, **({"n": 4_000} if args.quick else {}))
     emit(probe="encode_ceiling_allcores", img_per_s=round(enc_ceiling), encoder="pipeline (numpy Sub filter + deflate)",
          png=_encoder_info())
     gen_ceiling = generator_ceiling(spec, ckpt, device, min(n, 65_536 if cuda else 8_192))
