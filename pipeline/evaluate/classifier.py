@@ -18,6 +18,7 @@ training does not disturb (and is not disturbed by) the caller's random state.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -181,9 +182,20 @@ class RealSplit:
         return self.all_train_x is None
 
 
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``, also for a read-only array (one from Ray's object store, when the
+    evaluation's classifiers train as Ray tasks) without its warning: the tensors made from it here
+    are only read, or copied first."""
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
 def u8_to_tensor(images_u8: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> float32 NCHW in [-1, 1] (inverse of the sampler's rounding rule)."""
-    t = torch.from_numpy(check_images(images_u8)).permute(0, 3, 1, 2).float()
+    t = from_numpy(check_images(images_u8)).permute(0, 3, 1, 2).float()
     return t.div_(127.5).sub_(1.0).contiguous()
 
 
@@ -238,7 +250,7 @@ def train_classifier(
     n = x_all.shape[0]
     if n == 0:
         raise ValueError("train_classifier: no images")
-    y_all = torch.from_numpy(check_labels(labels, n, num_classes))
+    y_all = from_numpy(check_labels(labels, n, num_classes))
     bs = max(1, min(int(batch_size or r.batch_size), n))
     if steps is not None:
         total = int(steps)

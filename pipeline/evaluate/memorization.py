@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.evaluate.classifier import check_images
+from pipeline.evaluate.classifier import check_images, from_numpy
 
 #: the memorization threshold of Gu et al. 2025
 RATIO_THRESHOLD = 1.0 / 3.0
@@ -41,7 +41,7 @@ class MemorizationResult:
 
 
 def _flat(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(check_images(a).reshape(len(a), -1)).to(torch.float32)
+    return from_numpy(check_images(a).reshape(len(a), -1)).to(torch.float32)
 
 
 def _nearest_two(
@@ -54,7 +54,7 @@ def _nearest_two(
     if len(uniq) < 2:
         raise ValueError("need at least two distinct training images")
     device = torch.device(device)
-    train = torch.from_numpy(uniq).to(device=device, dtype=torch.float32)  # 0..255 exact in float32
+    train = from_numpy(uniq).to(device=device, dtype=torch.float32)  # 0..255 exact in float32
     gen_all = _flat(generated_u8)
     k = min(candidates, len(uniq))
     d1s, d2s, nn = [], [], []

@@ -31,7 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluate.classifier import Recipe, accuracy, check_labels, train_classifier, u8_to_tensor
+from pipeline.evaluate.classifier import (
+    Recipe,
+    accuracy,
+    check_labels,
+    from_numpy,
+    train_classifier,
+    u8_to_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,8 @@ def _mlp_accuracies(x_u8: np.ndarray, y: np.ndarray, test_u8: np.ndarray, test_y
                     device: torch.device) -> list[float]:
     x = u8_to_tensor(x_u8).flatten(1).to(device)
     xt = u8_to_tensor(test_u8).flatten(1).to(device)
-    yt = torch.from_numpy(test_y).to(device)
-    yy = torch.from_numpy(y).to(device)
+    yt = from_numpy(test_y).to(device)
+    yy = from_numpy(y).to(device)
     n, d, k, h = len(members[0]), x.shape[1], len(seeds), recipe.hidden
     own = torch.from_numpy(np.stack(members)).to(device)  # (k, n): each member's rows of the pool
     bs = max(1, min(recipe.batch_size, n))
