@@ -206,6 +206,8 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.1,0.25", help="train_fraction runs ('' for none)")
     ap.add_argument("--seeds", type=int, default=None,
                     help="probe seeds behind every CAS and uplift figure (default: the spec's gate.seeds)")
+    ap.add_argument("--synthetic-ratio", type=float, default=None,
+                    help="gate.synthetic_ratio for every run (default: the spec's, all eval images)")
     ap.add_argument("--fraction-steps", type=int, default=1000,
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
@@ -239,7 +241,8 @@ def main() -> None:
     families = [f for f in args.families.split(",") if f and (ROOT / f"jobs/digits-{f}.yaml").exists()]
     from pipeline.spec import deep_merge
 
-    common = {"gate": {"seeds": args.seeds}} if args.seeds else {}
+    common = {"gate": {**({"seeds": args.seeds} if args.seeds else {}),
+                       **({"synthetic_ratio": args.synthetic_ratio} if args.synthetic_ratio else {})}}
     for fam in [] if args.fractions_only else families:
         path = ROOT / f"jobs/digits-{fam}.yaml"
         row, spec, ckpt = run_one(path, work, common, fam)
