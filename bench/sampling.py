@@ -931,7 +931,7 @@ def main() -> None:
     demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
                                                       "gate": {"measure": False}, "train": demo_train})
     if args.quick:
-        demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 20, "checkpoint_every": 10})})
+        demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 4, "checkpoint_every": 2})})
     train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
 
     emit(probe="summary",
