@@ -21,7 +21,7 @@ from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.spec import DatasetSpec
 
 if TYPE_CHECKING:
-    from pipeline.data.source import DataInfo
+    from pipeline.data.info import DataInfo
 
 
 class DataError(GenpipeError, ValueError):
@@ -55,7 +55,7 @@ class ImageDataset:
 
     @property
     def info(self) -> DataInfo:
-        from pipeline.data.source import DataInfo
+        from pipeline.data.info import DataInfo
 
         return DataInfo.of(self, streaming=False)
 

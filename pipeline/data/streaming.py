@@ -59,7 +59,7 @@ class StreamingData:
 
     @property
     def info(self) -> Any:
-        from pipeline.data.source import DataInfo
+        from pipeline.data.info import DataInfo
 
         return DataInfo.of(self, streaming=True)
 
