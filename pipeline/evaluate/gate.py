@@ -128,13 +128,14 @@ def evaluate_quality(
     cas_job = run.submit(probe_accuracies, synth_u8, y_syn, tx, ty, nc, seed_list, recipe, device)
     designs: dict[str, UpliftDesign] = {}
     aug_jobs: dict[str, Pending] = {}
-    protocol_data = {"uplift_distill": (real.train_x, real.train_y, distill_fraction),
-                     "uplift_same_data": (real.train_x, real.train_y, None)}
+    reals = {"generator's": (real.train_x, real.train_y), "split": (real.pool_x, real.pool_y)}
+    protocol_data = {"uplift_distill": ("generator's", distill_fraction), "uplift_same_data": ("generator's", None)}
     if not saw_all:  # else uplift_full is the same experiment as uplift_same_data: not run twice
-        protocol_data["uplift_full"] = (real.pool_x, real.pool_y, None)
-    for name, (x, y, fraction) in protocol_data.items():
-        d = designs[name] = UpliftDesign.build(x, y, synth_u8, y_syn, nc, seeds=seed_list, fraction=fraction,
-                                               synthetic_ratio=synthetic_ratio)
+        protocol_data["uplift_full"] = ("split", None)
+    pools = {src: UpliftDesign.pool(*reals[src], synth_u8, y_syn, nc) for src, _ in protocol_data.values()}
+    for name, (src, fraction) in protocol_data.items():
+        d = designs[name] = UpliftDesign.build(*reals[src], synth_u8, y_syn, nc, seeds=seed_list, fraction=fraction,
+                                               synthetic_ratio=synthetic_ratio, pool=pools[src])
         aug_jobs[name] = run.submit(probe_accuracies, d.pool_x, d.pool_y, tx, ty, nc, seed_list, recipe, device,
                                     members=d.members)
 

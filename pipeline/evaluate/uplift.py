@@ -110,15 +110,23 @@ class UpliftDesign:
     @classmethod
     def build(cls, base_x: np.ndarray, base_y: np.ndarray, synth_u8: np.ndarray, synth_labels: np.ndarray,
               num_classes: int, *, seeds: Sequence[int], fraction: float | None,
-              synthetic_ratio: float | None) -> UpliftDesign:
+              synthetic_ratio: float | None,
+              pool: tuple[np.ndarray, np.ndarray] | None = None) -> UpliftDesign:
+        """``pool``: :meth:`pool` of the same arrays when already made (protocols that share the
+        real images share one pool, and one copy of it in the object store)."""
         seeds = [int(s) for s in seeds]
-        y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
         rows = real_rows(base_y, fraction, seeds)
         syn = [synthetic_rows(len(synth_u8), len(r), synthetic_ratio, s) for r, s in zip(rows, seeds, strict=True)]
-        pool_x = np.concatenate([base_x, synth_u8])
-        pool_y = np.concatenate([np.asarray(base_y, np.int64), y_syn])
+        pool_x, pool_y = pool if pool is not None else cls.pool(base_x, base_y, synth_u8, synth_labels, num_classes)
         members = [np.concatenate([r, len(base_x) + s]) for r, s in zip(rows, syn, strict=True)]
         return cls(seeds, rows, syn, pool_x, pool_y, members, synthetic_ratio)
+
+    @staticmethod
+    def pool(base_x: np.ndarray, base_y: np.ndarray, synth_u8: np.ndarray, synth_labels: np.ndarray,
+             num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """The real images, then the synthetic ones: what every member of the augmented side draws from."""
+        y_syn = check_labels(synth_labels, len(synth_u8), num_classes, "synth_labels")
+        return np.concatenate([base_x, synth_u8]), np.concatenate([np.asarray(base_y, np.int64), y_syn])
 
     def summary(self, base_acc: Sequence[float], aug_acc: Sequence[float]) -> dict[str, Any]:
         """The uplift's figures from the per-seed real-only and augmented accuracies."""
