@@ -45,13 +45,19 @@ def baseline_url(cache_url: str, dataset_key: str, key: dict[str, Any]) -> str:
     return cache_file(cache_url, f"baselines-{dataset_key}-{digest}.json", dataset_key)
 
 
+def _locate(cache_url: str, dataset_key: str, key: dict[str, Any],
+            storage_options: dict[str, Any] | None) -> tuple[str, Any, str, Any]:
+    """(url, filesystem, path, the key as stored) of ``key``'s baseline file."""
+    url = baseline_url(cache_url, dataset_key, key)
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return url, fs, path, json.loads(json.dumps(key, sort_keys=True, default=str))
+
+
 def read_baseline(cache_url: str, dataset_key: str, key: dict[str, Any],
                   storage_options: dict[str, Any] | None = None) -> Any | None:
     """The stored value for ``key``, or None. The stored file repeats ``key`` and is used only if
     it matches exactly (a digest collision or a hand-edited file is recomputed)."""
-    url = baseline_url(cache_url, dataset_key, key)
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    want = json.loads(json.dumps(key, sort_keys=True, default=str))
+    url, fs, path, want = _locate(cache_url, dataset_key, key, storage_options)
     try:
         if fs.exists(path):
             doc = json.loads(fs.cat_file(path))
@@ -66,9 +72,7 @@ def read_baseline(cache_url: str, dataset_key: str, key: dict[str, Any],
 def write_baseline(cache_url: str, dataset_key: str, key: dict[str, Any], value: Any,
                    storage_options: dict[str, Any] | None = None) -> None:
     """Store ``value`` for ``key``; a cache that cannot be written costs a warning, not the evaluation."""
-    url = baseline_url(cache_url, dataset_key, key)
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    want = json.loads(json.dumps(key, sort_keys=True, default=str))
+    url, fs, path, want = _locate(cache_url, dataset_key, key, storage_options)
     try:
         write_atomic(fs, path, json.dumps({"key": want, "value": value}, sort_keys=True).encode())
     except Exception as exc:  # noqa: BLE001
