@@ -54,6 +54,7 @@ def svm_check(spec: Any, ckpt_url: str) -> dict[str, Any]:
     """RBF SVM on pixels (scikit-learn, an implementation independent of ours): trained on the
     job's evaluation samples vs on the generator's real training images, both tested on the
     held-out split."""
+    import numpy as np
     from sklearn.svm import SVC
 
     from pipeline.data import load_dataset
@@ -63,9 +64,15 @@ def svm_check(spec: Any, ckpt_url: str) -> dict[str, Any]:
     synth, labels, _ = eval_samples(spec, ckpt_url, data.num_classes, "cpu")
     flat = lambda a: a.reshape(len(a), -1).astype("float64") / 255.0  # noqa: E731
     test_x, test_y = flat(data.test_u8()), data.test_y.numpy()
-    real = SVC(gamma="scale").fit(flat(data.train_u8()), data.train_y.numpy()).score(test_x, test_y)
+    train_x, train_y = flat(data.train_u8()), data.train_y.numpy()
+    real = SVC(gamma="scale").fit(train_x, train_y).score(test_x, test_y)
     syn = SVC(gamma="scale").fit(flat(synth), labels).score(test_x, test_y)
-    return {"svm_synthetic_acc": float(syn), "svm_real_acc": float(real), "svm_ratio": float(syn / real)}
+    # the generator's own real training images with all the samples vs without them: uplift_same_data
+    # (uplift_full when the generator saw the whole split) as an SVM, deterministic, sees it
+    both = SVC(gamma="scale").fit(np.concatenate([train_x, flat(synth)]), np.concatenate([train_y, labels]))
+    aug = both.score(test_x, test_y)
+    return {"svm_synthetic_acc": float(syn), "svm_real_acc": float(real), "svm_ratio": float(syn / real),
+            "svm_aug_acc": float(aug), "svm_uplift_same_data": float(aug - real)}
 
 
 def mix_sweep(spec: Any, ckpt_url: str, seeds: int) -> list[dict[str, Any]]:
@@ -162,15 +169,17 @@ def table(res: dict[str, Any]) -> str:
                      f"{r.get('train_seconds', '-')} | {r['wall_seconds']} |")
     if res.get("train_fraction"):
         lines += ["", "| generator and classifier both on | family | real only | + synthetic | "
-                  "uplift_same_data, points (95% CI) | memorization vs the subset |", "|---|---|---|---|---|---|"]
+                  "uplift_same_data, points (95% CI) | SVM real only -> + synthetic | memorization vs the subset |",
+                  "|---|---|---|---|---|---|---|"]
         for frac, rows in res["train_fraction"].items():
             for fam, r in rows.items():
                 if r.get("uplift_same_data") is None:
-                    lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} ||||")
+                    lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} |||||")
                     continue
+                svm = f"{r['svm_real_acc']:.3f} -> {r['svm_aug_acc']:.3f}" if r.get("svm_aug_acc") else "-"
                 lines.append(f"| {float(frac):.0%} ({r['generator_train_images']} images) | {fam} | "
                              f"{r['uplift_same_data_base_acc']:.3f} | {r['uplift_same_data_aug_acc']:.3f} | "
-                             f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | "
+                             f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | {svm} | "
                              f"{r['memorization']:.3f} |")
     if res.get("mix"):
         lines += ["", f"Synthetic share sweep ({res['mix']['family']}): synthetic images per real image in "
@@ -208,6 +217,8 @@ def main() -> None:
                     help="probe seeds behind every CAS and uplift figure (default: the spec's gate.seeds)")
     ap.add_argument("--synthetic-ratio", type=float, default=None,
                     help="gate.synthetic_ratio for every run (default: the spec's, all eval images)")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="train.seed of every run (another generator from the same data; use a fresh --work)")
     ap.add_argument("--fraction-steps", type=int, default=1000,
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
@@ -242,7 +253,8 @@ def main() -> None:
     from pipeline.spec import deep_merge
 
     common = {"gate": {**({"seeds": args.seeds} if args.seeds else {}),
-                       **({"synthetic_ratio": args.synthetic_ratio} if args.synthetic_ratio else {})}}
+                       **({"synthetic_ratio": args.synthetic_ratio} if args.synthetic_ratio else {})},
+              **({"train": {"seed": args.train_seed}} if args.train_seed is not None else {})}
     for fam in [] if args.fractions_only else families:
         path = ROOT / f"jobs/digits-{fam}.yaml"
         row, spec, ckpt = run_one(path, work, common, fam)
@@ -274,7 +286,9 @@ def main() -> None:
             over = deep_merge(common, {"name": f"{probe.name}-f{int(frac * 100)}", "dataset": {"train_fraction": frac},
                                        "train": {"epochs": epochs, "checkpoint_every": max(1, epochs // 4)},
                                        "sample": {"num_images": 2000, "shard_size": 1000}})
-            row, _, _ = run_one(path, work, over, f"{fam}@{frac:g}")
+            row, spec, ckpt = run_one(path, work, over, f"{fam}@{frac:g}")
+            if ckpt:
+                row.update(svm_check(spec, ckpt))
             res["train_fraction"].setdefault(f"{frac:g}", {})[fam] = row
             print(json.dumps(row), flush=True)
             save()
