@@ -823,6 +823,51 @@ def _encoder_info() -> dict | None:
         return None
 
 
+def train_probes(spec: JobSpec, ckpt: str, device: str, work: Path, quick: bool, train_n: int | None = None) -> None:
+    """Both Ray Train overhead probes: a job with long epochs (``train_n`` images of the bench
+    model, one worker, large batches) and the shipped digits demo, each as the whole call."""
+    cuda = device == "cuda"
+    train_n = train_n or (131_072 if cuda else (1_024 if quick else 2_048))
+    train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
+                                 epochs=2 if quick else (6 if cuda else 4)), "long epochs")
+    # on GPUs one worker per GPU at most: the shipped 2 workers would wait for a second GPU forever
+    demo_train = {"use_gpu": cuda, **({"num_workers": min(2, torch.cuda.device_count())} if cuda else {})}
+    demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
+                                                      "gate": {"measure": False}, "train": demo_train})
+    if quick:
+        demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 4, "checkpoint_every": 2})})
+    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
+
+
+def train_main(args: argparse.Namespace) -> None:
+    """``--train-overhead``: only the two Ray Train probes, on a Ray of all the machine's CPUs."""
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    work = Path(tempfile.mkdtemp(prefix="genpipe-bench-train-"))
+    emit(probe="setup", device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})",
+         cpus=os.cpu_count(), torch=torch.__version__, quick=args.quick, train_n=args.train_n,
+         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
+    try:
+        spec = bench_spec(work, 1_000, 500, cuda)
+        ckpt = make_checkpoint(spec, work / "ckpt")
+        _ray_init(None)
+        train_probes(spec, ckpt, device, work, args.quick, args.train_n)
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    emit(probe="end", load_avg=[round(x, 2) for x in os.getloadavg()],
+         date=datetime.now(UTC).isoformat(timespec="seconds"))
+    if args.quick and not args.out:
+        return
+    out = Path(args.out or ROOT / "bench" / "results" / f"train-overhead-{'gpu' if cuda else 'cpu'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 def free_default_n(cuda: bool) -> int:
     return 1_000_000 if cuda else 100_000
 
@@ -864,9 +909,16 @@ def main() -> None:
                          "bench/results/sampling-free-generator-<device>.json")
     ap.add_argument("--free-n", type=int, default=None, help="N of the free-generator probe (memory: N and 10xN)")
     ap.add_argument("--no-free-generator", action="store_true", help="leave the free-generator probe out")
+    ap.add_argument("--train-overhead", action="store_true",
+                    help="only Ray Train's overhead, the whole call against a plain loop (long epochs and the "
+                         "digits demo); writes bench/results/train-overhead-<device>.json")
+    ap.add_argument("--train-n", type=int, default=None,
+                    help="images of the long-epoch training job (an epoch's length scales with it)")
     args = ap.parse_args()
     if args.free_generator:
         return free_main(args)
+    if args.train_overhead:
+        return train_main(args)
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     cuda = torch.cuda.is_available()
@@ -923,16 +975,7 @@ def main() -> None:
          ratio_10x=round(peaks[10 * mem_n] / max(peaks[mem_n], 1e-9), 2))
 
     ddim_rates(device, args.quick)
-    train_n = 131_072 if cuda else (1_024 if args.quick else 2_048)
-    train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
-                                 epochs=2 if args.quick else (6 if cuda else 4)), "long epochs")
-    # on GPUs one worker per GPU at most: the shipped 2 workers would wait for a second GPU forever
-    demo_train = {"use_gpu": cuda, **({"num_workers": min(2, torch.cuda.device_count())} if cuda else {})}
-    demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
-                                                      "gate": {"measure": False}, "train": demo_train})
-    if args.quick:
-        demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 4, "checkpoint_every": 2})})
-    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
+    train_probes(spec, ckpt, device, work, args.quick, args.train_n)
 
     emit(probe="summary",
          pipeline_vs_naive=round(rate / naive_rate, 2),
@@ -950,7 +993,10 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     if args.quick and not args.out:
         return  # the quick run only proves the benchmark works; results are not recorded
-    dev = "h100" if cuda and "H100" in torch.cuda.get_device_name() else ("gpu" if cuda else "cpu")
+    import re
+
+    model = re.search(r"\b[A-Z]\d{2,4}\b", torch.cuda.get_device_name()) if cuda else None  # "NVIDIA H200" -> h200
+    dev = (model.group(0).lower() if model else "gpu") if cuda else "cpu"
     out = Path(args.out or ROOT / "bench" / "results" / f"sampling-{dev}-{datetime.now(UTC):%Y-%m-%d}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(RECORDS, indent=1) + "\n")
