@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from proctree import descendants
 
 from pipeline.faults import ENV as FAULTS_ENV
 
@@ -103,21 +104,6 @@ def test_the_cli_says_cluster_unreachable_with_exit_3(tmp_path: Path, how: str) 
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 
-def _descendants(pid: int) -> set[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = (int(x) for x in line.split())
-        children.setdefault(pp, []).append(p)
-    seen, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in seen:
-                seen.add(c)
-                todo.append(c)
-    return seen
-
-
 def _alive(marker: str) -> set[int]:
     """Live processes whose command line names ``marker`` (the run's own Ray temp dir)."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
@@ -175,7 +161,7 @@ def test_sigterm_during_sampling_stops_cleanly_and_the_rerun_resumes(tmp_path: P
             port = int(ports[0].read_text().strip())
             assert port <= 0 or _refused(ip, port), f"the metrics endpoint answers on {ip}:{port}"  # -1: none
             metrics_checked = True
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGTERM)  # the driver only, as `kill PID` or a supervisor would
         _, stderr = proc.communicate(timeout=120)
     finally:

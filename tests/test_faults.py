@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from faultproxy import FaultProxy, moto_server
+from proctree import descendants
 
 from pipeline.faults import ENV as FAULTS_ENV
 from pipeline.runner import BadInput, run_job
@@ -336,21 +337,6 @@ def test_a_second_writer_of_a_partition_is_refused_exit_2_and_the_first_publishe
 # --------------------------------------------------------------------------------------- driver
 
 
-def _descendants(pid: int) -> set[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = (int(x) for x in line.split())
-        children.setdefault(pp, []).append(p)
-    seen, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in seen:
-                seen.add(c)
-                todo.append(c)
-    return seen
-
-
 def _alive(pids: set[int], pgid: int, marker: str) -> set[int]:
     """Live processes of the run: in ``pids``, in process group ``pgid``, or whose command line
     names ``marker`` (the run's own Ray temp dir: every process of its embedded Ray has it)."""
@@ -414,7 +400,7 @@ def test_a_killed_driver_resumes_when_the_same_command_runs_again(tmp_path):
                             + log1.read()[-3000:])
             assert time.monotonic() < deadline, "no checkpoint registered in time"
             time.sleep(0.1)
-        family = _descendants(proc.pid) | {proc.pid}
+        family = descendants(proc.pid) | {proc.pid}
         os.killpg(pgid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 30
