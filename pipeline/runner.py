@@ -293,14 +293,14 @@ def retry_spec(spec: JobSpec, attempt: int) -> JobSpec:
     return JobSpec.model_validate(d)
 
 
-def no_retry_reason(metrics: dict[str, Any], failures: list[str]) -> str | None:
+def no_retry_reason(metrics: dict[str, Any], failures: list[Any]) -> str | None:
     """Why the gate's retry (train longer, :func:`retry_spec`) cannot help, or None when it may.
 
     Training longer can mend an under-trained model (FID, CAS, uplift) but never one that copies
     its training images: memorization only grows with more passes over the same few images (the
     digits DDPM on a 10 % subset reproduced 50-63 % of its 143 images, and more at more steps).
     So a memorization failure ends the job at once, with what to change instead."""
-    if not any(f.startswith("memorization") for f in failures):
+    if not any(getattr(f, "metric", None) == "memorization" for f in failures):  # check_gate's GateFailure
         return None
     n = metrics.get("generator_train_images")
     return ("memorization is not retried: training longer would only copy more of the generator's "

@@ -3,13 +3,16 @@ mend, stop at once for memorization, which it only makes worse."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 
 from pipeline import runner
 from pipeline.errors import JobFailed
+from pipeline.evaluate import check_gate
 from pipeline.runner import no_retry_reason, run_job
+from pipeline.spec import GateSpec
 
 
 def _measured(tiny_spec, name: str, **gate):
@@ -53,8 +56,13 @@ def test_other_failures_are_retried_with_longer_training(ray_local, tiny_spec, m
 
 
 def test_no_retry_reason() -> None:
+    gate = GateSpec(cas_min=0.9, fid_max=1, memorization_max=0.01)
     assert no_retry_reason({}, []) is None
-    assert no_retry_reason({}, ["cas 0.2 < cas_min 0.9", "fid 9 > fid_max 1"]) is None
-    why = no_retry_reason({"generator_train_images": 143}, ["cas 0.2 < cas_min 0.9",
-                                                            "memorization 0.5 > memorization_max 0.01"])
+    assert no_retry_reason({}, check_gate(gate, {"cas": 0.2, "fid": 9, "memorization": 0.0})) is None
+    failures = check_gate(gate, {"cas": 0.2, "fid": 0.5, "memorization": 0.5})
+    assert failures == ["cas 0.2 < cas_min 0.9", "memorization 0.5 > memorization_max 0.01"]
+    assert [f.metric for f in failures] == ["cas", "memorization"]  # decided by the metric, not the wording
+    why = no_retry_reason({"generator_train_images": 143}, failures)
     assert why is not None and "143 training images" in why
+    again = pickle.loads(pickle.dumps(failures))
+    assert again == failures and [f.metric for f in again] == ["cas", "memorization"]

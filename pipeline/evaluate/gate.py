@@ -243,13 +243,28 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def check_gate(gate: GateSpec, metrics: dict[str, Any]) -> list[str]:
+class GateFailure(str):
+    """One failed check: the human-readable message (the string itself) and ``metric``, the
+    metric it is about, for callers that act on which check failed (the gate's retry)."""
+
+    metric: str
+
+    def __new__(cls, metric: str, message: str) -> GateFailure:
+        self = super().__new__(cls, message)
+        self.metric = metric
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return GateFailure, (self.metric, str(self))
+
+
+def check_gate(gate: GateSpec, metrics: dict[str, Any]) -> list[GateFailure]:
     """Human-readable failures of ``metrics`` against ``gate`` (empty list = pass).
 
     Thresholds that are ``None`` are skipped. A metric the gate needs that is missing or
     not a finite number fails the gate (never a silent pass).
     """
-    failures: list[str] = []
+    failures: list[GateFailure] = []
     for field, key, direction in _CHECKS:
         if key == "uplift":
             key = gate.uplift_metric
@@ -258,17 +273,17 @@ def check_gate(gate: GateSpec, metrics: dict[str, Any]) -> list[str]:
             continue
         value = metrics.get(key)
         if value is None:
-            failures.append(f"{key} missing ({field} {_fmt(limit)})")
+            failures.append(GateFailure(key, f"{key} missing ({field} {_fmt(limit)})"))
             continue
         try:
             v = float(value)
         except (TypeError, ValueError):
-            failures.append(f"{key} {value!r} is not a number ({field} {_fmt(limit)})")
+            failures.append(GateFailure(key, f"{key} {value!r} is not a number ({field} {_fmt(limit)})"))
             continue
         if not math.isfinite(v):
-            failures.append(f"{key} is {v} ({field} {_fmt(limit)})")
+            failures.append(GateFailure(key, f"{key} is {v} ({field} {_fmt(limit)})"))
         elif direction == "max" and v > limit:
-            failures.append(f"{key} {_fmt(v)} > {field} {_fmt(limit)}")
+            failures.append(GateFailure(key, f"{key} {_fmt(v)} > {field} {_fmt(limit)}"))
         elif direction == "min" and v < limit:
-            failures.append(f"{key} {_fmt(v)} < {field} {_fmt(limit)}")
+            failures.append(GateFailure(key, f"{key} {_fmt(v)} < {field} {_fmt(limit)}"))
     return failures
