@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,18 @@ from pipeline.spec import JobSpec, load_spec, parse_spec  # noqa: E402
 from pipeline.train.checkpoint import save_checkpoint_dir  # noqa: E402
 
 RECORDS: list[dict] = []
+
+
+def device_label(cuda: bool) -> str:
+    """The device named in a result file's setup record."""
+    return torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})"
+
+
+def write_records(out: Path) -> None:
+    """Every record printed so far, as one JSON file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 def emit(**kw) -> dict:
@@ -845,7 +858,7 @@ def train_main(args: argparse.Namespace) -> None:
     device = "cuda" if cuda else "cpu"
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-train-"))
-    emit(probe="setup", device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})",
+    emit(probe="setup", device=device_label(cuda),
          cpus=os.cpu_count(), torch=torch.__version__, quick=args.quick, train_n=args.train_n,
          date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
     try:
@@ -863,9 +876,7 @@ def train_main(args: argparse.Namespace) -> None:
     if args.quick and not args.out:
         return
     out = Path(args.out or ROOT / "bench" / "results" / f"train-overhead-{'gpu' if cuda else 'cpu'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_records(out)
 
 
 def free_default_n(cuda: bool) -> int:
@@ -881,7 +892,7 @@ def free_main(args: argparse.Namespace) -> None:
     cuda = torch.cuda.is_available()
     n = args.free_n or (6_000 if args.quick else free_default_n(cuda))
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-free-"))
-    emit(probe="setup", device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})",
+    emit(probe="setup", device=device_label(cuda),
          cpus=os.cpu_count(), n=n, torch=torch.__version__, quick=args.quick,
          date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
     try:
@@ -894,9 +905,7 @@ def free_main(args: argparse.Namespace) -> None:
         return
     dev = "gpu" if cuda else "cpu"
     out = Path(args.out or ROOT / "bench" / "results" / f"sampling-free-generator-{dev}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_records(out)
 
 
 def main() -> None:
@@ -926,7 +935,7 @@ def main() -> None:
     n = args.n or (3_000 if args.quick else (1_000_000 if cuda else 100_000))
     shard = max(500, min(50_000, n // (16 if cuda else 8)))
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-"))
-    emit(probe="setup", device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})",
+    emit(probe="setup", device=device_label(cuda),
          cpus=os.cpu_count(), n=n, shard_size=shard, torch=torch.__version__, quick=args.quick,
          date=datetime.now(UTC).isoformat(timespec="seconds"))
     spec = bench_spec(work, n, shard, cuda)
@@ -993,14 +1002,10 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     if args.quick and not args.out:
         return  # the quick run only proves the benchmark works; results are not recorded
-    import re
-
     model = re.search(r"\b[A-Z]\d{2,4}\b", torch.cuda.get_device_name()) if cuda else None  # "NVIDIA H200" -> h200
     dev = (model.group(0).lower() if model else "gpu") if cuda else "cpu"
     out = Path(args.out or ROOT / "bench" / "results" / f"sampling-{dev}-{datetime.now(UTC):%Y-%m-%d}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_records(out)
 
 
 if __name__ == "__main__":
