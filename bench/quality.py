@@ -176,7 +176,7 @@ def table(res: dict[str, Any]) -> str:
                 if r.get("uplift_same_data") is None:
                     lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} |||||")
                     continue
-                svm = f"{r['svm_real_acc']:.3f} -> {r['svm_aug_acc']:.3f}" if r.get("svm_aug_acc") else "-"
+                svm = f"{r['svm_real_acc']:.3f} -> {r['svm_aug_acc']:.3f}" if r.get("svm_aug_acc") is not None else "-"
                 lines.append(f"| {float(frac):.0%} ({r['generator_train_images']} images) | {fam} | "
                              f"{r['uplift_same_data_base_acc']:.3f} | {r['uplift_same_data_aug_acc']:.3f} | "
                              f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | {svm} | "

@@ -13,12 +13,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
 from pipeline.errors import BadInput, JobFailed
 from pipeline.faults import from_env as faults_from_env
 from pipeline.spec import JobSpec
+
+if TYPE_CHECKING:  # pipeline.evaluate imports torch: loaded where the gate runs, not at import
+    from pipeline.evaluate.gate import GateFailure
 
 log = logging.getLogger("genpipe")
 
@@ -293,14 +296,14 @@ def retry_spec(spec: JobSpec, attempt: int) -> JobSpec:
     return JobSpec.model_validate(d)
 
 
-def no_retry_reason(metrics: dict[str, Any], failures: list[Any]) -> str | None:
+def no_retry_reason(metrics: dict[str, Any], failures: list[GateFailure]) -> str | None:
     """Why the gate's retry (train longer, :func:`retry_spec`) cannot help, or None when it may.
 
     Training longer can mend an under-trained model (FID, CAS, uplift) but never one that copies
     its training images: memorization only grows with more passes over the same few images (the
     digits DDPM on a 10 % subset reproduced 50-63 % of its 143 images, and more at more steps).
     So a memorization failure ends the job at once, with what to change instead."""
-    if not any(getattr(f, "metric", None) == "memorization" for f in failures):  # check_gate's GateFailure
+    if not any(f.metric == "memorization" for f in failures):
         return None
     n = metrics.get("generator_train_images")
     return ("memorization is not retried: training longer would only copy more of the generator's "
