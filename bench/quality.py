@@ -151,12 +151,15 @@ def table(res: dict[str, Any]) -> str:
     def ci(v: Any) -> str:
         return "" if not v or None in v else f" [{v[0] * 100:+.1f}, {v[1] * 100:+.1f}]"
 
+    def share(r: dict[str, Any]) -> str:  # gate.synthetic_ratio of that run: rows of one table may differ
+        return "all" if r.get("synthetic_ratio") is None else f"{r['synthetic_ratio']:g}:1"
+
     lines = ["| family | CAS / real (95% CI) | SVM synth / real | FID (floor) | uplift_distill, points | "
-             "uplift_same_data = full, points | memorization | train s | run s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "uplift_same_data = full, points | synthetic per real | memorization | train s | run s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for fam, r in res["models"].items():
         if r.get("cas_ratio") is None:
-            lines.append(f"| {fam} | {r['status']} |||||||")
+            lines.append(f"| {fam} | {r['status']} ||||||||")
             continue
         rc = r.get("cas_ratio_ci95") or [None, None]
         cas = f"{r['cas']:.3f} / {r['real_acc']:.3f} = **{r['cas_ratio']:.3f}**" + (
@@ -165,21 +168,22 @@ def table(res: dict[str, Any]) -> str:
             if r.get("svm_ratio") else "-"
         lines.append(f"| {fam} | {cas} | {svm} | {r['fid']:.3f} ({r['fid_real_floor']:.3f}) | "
                      f"{pct(r['uplift_distill'])}{ci(r['uplift_distill_ci95'])} | "
-                     f"{pct(r['uplift_full'])}{ci(r['uplift_full_ci95'])} | {r['memorization']:.3f} | "
+                     f"{pct(r['uplift_full'])}{ci(r['uplift_full_ci95'])} | {share(r)} | {r['memorization']:.3f} | "
                      f"{r.get('train_seconds', '-')} | {r['wall_seconds']} |")
     if res.get("train_fraction"):
         lines += ["", "| generator and classifier both on | family | real only | + synthetic | "
-                  "uplift_same_data, points (95% CI) | SVM real only -> + synthetic | memorization vs the subset |",
-                  "|---|---|---|---|---|---|---|"]
+                  "uplift_same_data, points (95% CI) | synthetic per real | SVM real only -> + synthetic | "
+                  "memorization vs the subset |",
+                  "|---|---|---|---|---|---|---|---|"]
         for frac, rows in res["train_fraction"].items():
             for fam, r in rows.items():
                 if r.get("uplift_same_data") is None:
-                    lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} |||||")
+                    lines.append(f"| {float(frac):.0%} | {fam} | {r['status']} ||||||")
                     continue
                 svm = f"{r['svm_real_acc']:.3f} -> {r['svm_aug_acc']:.3f}" if r.get("svm_aug_acc") is not None else "-"
                 lines.append(f"| {float(frac):.0%} ({r['generator_train_images']} images) | {fam} | "
                              f"{r['uplift_same_data_base_acc']:.3f} | {r['uplift_same_data_aug_acc']:.3f} | "
-                             f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | {svm} | "
+                             f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | {share(r)} | {svm} | "
                              f"{r['memorization']:.3f} |")
     if res.get("mix"):
         lines += ["", f"Synthetic share sweep ({res['mix']['family']}): synthetic images per real image in "
