@@ -442,3 +442,24 @@ def test_streaming_from_s3(tmp_path, small, s3, ray_cluster):
     assert x.shape[1:] == tx.shape[1:] == (1, 16, 16) and len(y) + len(ty) == len(labels)
     assert sorted(sd.class_names[i] for i in torch.cat([y, ty]).tolist()) == sorted(
         ["zero", "one", "two"][i] for i in labels)
+
+
+def test_bundled_digits_are_load_digits_own_arrays_read_without_importing_sklearn():
+    """The digits loader reads scikit-learn's bundled file itself: the same arrays (so the same
+    dataset digest and caches), and a fresh interpreter that loads them has not imported sklearn."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from pipeline.data.digits import bundled_digits
+
+    images, target = bundled_digits()
+    ref = load_digits()
+    assert images.dtype == ref.images.dtype and images.shape == ref.images.shape == (1797, 8, 8)
+    assert images.tobytes() == ref.images.tobytes()
+    assert np.array_equal(target, ref.target) and target.dtype.kind == "i"
+    code = ("import sys; from pipeline.data.digits import bundled_digits; n = len(bundled_digits()[0]); "
+            "print(n, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1797", "False"]
