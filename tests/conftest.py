@@ -53,8 +53,8 @@ def pytest_unconfigure(config):
     CI (2026-12-02) saw ``631 passed`` and then a segmentation fault in interpreter
     finalization, which turned a green suite into a failed ``make test``. This process re-inits
     Ray several times (multi-node tests stop the session cluster; Ray's core worker is not made
-    for that, ray-project/ray#31145) and keeps library daemon threads (fsspec's IO loop, tqdm's
-    monitor, Ray Data's asyncio pool) alive to the end; which of them crashed was not found, and
+    for that, ray-project/ray#31145) and keeps library daemon threads alive to the end (a
+    local .ci/run printed fsspecIO, asyncio_0 and two tqdm_monitor); which crashed was not found, and
     a crash after the last test says nothing about the code under test. The session cluster is
     already shut down here (its fixture's teardown ran). ``GENPIPE_TEST_EXIT=normal`` keeps the
     ordinary exit, to chase the crash; a crash *during* the tests is still one (pytest's
