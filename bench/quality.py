@@ -1,6 +1,6 @@
 """Quality of each shipped digits job, end to end, and the uplift experiments behind the defaults.
 
-    python bench/quality.py [--families dcgan,vae,ddpm,gan] [--fractions 0.1,0.25] [--quick]
+    python bench/quality.py [--families dcgan,vae,ddpm,gan] [--fractions 0.1,0.25] [--merge] [--table]
 
 For each family it runs the shipped spec (``jobs/digits-<family>.yaml``) as a user would
 (``run_job`` on an embedded local Ray, outputs in a temporary folder) and records, from the
@@ -14,8 +14,11 @@ job's own evaluation on held-out real data the generator never saw:
 
 Then, per family and per ``--fractions`` value, a run whose generator is trained on that
 stratified fraction of the train split (``dataset.train_fraction``): ``uplift_same_data`` there is
-the low-data user's question, with memorization measured against the subset. Last, for the best
-family, the synthetic share sweep (``gate.synthetic_ratio``) behind the default mix.
+the low-data user's question, with memorization measured against the subset.
+``--fraction-set FAMILY:KEY=VALUE`` adds, per fraction, a run of that family with the field changed
+(as ``genpipe run --set`` does): a recipe for little data measured beside the shipped one, its row
+named ``FAMILY KEY=VALUE``. Last, for the best family, the synthetic share sweep
+(``gate.synthetic_ratio``) behind the default mix.
 
 With ``--filter`` every run above is repeated with ``sample.filter`` on (the same checkpoint: the
 filter is a sampling setting), and ``filter`` records CAS, uplifts and memorization with the filter
@@ -75,8 +78,12 @@ def svm_check(spec: Any, ckpt_url: str) -> dict[str, Any]:
             "svm_aug_acc": float(aug), "svm_uplift_same_data": float(aug - real)}
 
 
-def mix_sweep(spec: Any, ckpt_url: str, seeds: int) -> list[dict[str, Any]]:
-    """uplift_distill and uplift_full for each synthetic share in RATIOS (same samples, same probes)."""
+def mix_sweep(spec: Any, ckpt_url: str, seeds: int,
+              protocols: tuple[str, ...] = ("uplift_distill", "uplift_full")) -> list[dict[str, Any]]:
+    """The ``protocols`` uplifts for each synthetic share in RATIOS (same samples, same probes).
+
+    On a ``train_fraction`` run the generator's training images are the subset, so
+    ``uplift_same_data`` there is the share sweep a user with little data needs."""
     import numpy as np
 
     from pipeline.data import load_dataset
@@ -90,7 +97,8 @@ def mix_sweep(spec: Any, ckpt_url: str, seeds: int) -> list[dict[str, Any]]:
     rows = []
     for r in RATIOS:
         row: dict[str, Any] = {"synthetic_ratio": r}
-        for name, frac in (("uplift_distill", spec.gate.distill_fraction), ("uplift_full", None)):
+        for name in protocols:
+            frac = spec.gate.distill_fraction if name == "uplift_distill" else None
             up = uplift(tx, ty, synth, labels, ex, ey, data.num_classes, seeds=seed_list, fraction=frac,
                         synthetic_ratio=r, recipe=PROBE)
             row.update({name: up["mean"], f"{name}_ci95": up["ci95"], f"{name}_num_synthetic": up["num_synthetic"]})
@@ -185,6 +193,18 @@ def table(res: dict[str, Any]) -> str:
                              f"{r['uplift_same_data_base_acc']:.3f} | {r['uplift_same_data_aug_acc']:.3f} | "
                              f"{pct(r['uplift_same_data'])}{ci(r['uplift_same_data_ci95'])} | {share(r)} | {svm} | "
                              f"{r['memorization']:.3f} |")
+    swept = [(frac, name, r["mix"]) for frac, rows in (res.get("train_fraction") or {}).items()
+             for name, r in rows.items() if r.get("mix")]
+    if swept:
+        lines += ["", "uplift_same_data by synthetic share (synthetic images per real image; generator and "
+                  "classifier both on the subset)", "",
+                  "| subset | family | " + " | ".join("all" if x is None else f"{x:g}:1" for x in RATIOS) + " |",
+                  "|---|---|" + "---|" * len(RATIOS)]
+        for frac, name, rows in swept:
+            by = {r["synthetic_ratio"]: r for r in rows}
+            lines.append(f"| {float(frac):.0%} | {name} | " + " | ".join(
+                f"{pct(by[x]['uplift_same_data'])}{ci(by[x]['uplift_same_data_ci95'])}" if x in by else "-"
+                for x in RATIOS) + " |")
     if res.get("mix"):
         lines += ["", f"Synthetic share sweep ({res['mix']['family']}): synthetic images per real image in "
                   "the classifier's training set", "", "| synthetic_ratio | uplift_distill | uplift_full |",
@@ -225,6 +245,11 @@ def main() -> None:
                     help="train.seed of every run (another generator from the same data; use a fresh --work)")
     ap.add_argument("--fraction-steps", type=int, default=1000,
                     help="optimizer steps of a train_fraction run (few images: stop early, before copying them)")
+    ap.add_argument("--fraction-set", action="append", default=[], metavar="FAMILY:KEY=VALUE",
+                    help="also run FAMILY's train_fraction runs with KEY=VALUE set (repeat: several keys of one "
+                         "variant), e.g. ddpm:model.base_channels=32")
+    ap.add_argument("--mix-fractions", action="store_true",
+                    help="also sweep the synthetic share of uplift_same_data on every train_fraction run")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--filter", action="store_true", help="repeat each run with sample.filter on")
     ap.add_argument("--fractions-only", action="store_true",
@@ -254,7 +279,7 @@ def main() -> None:
         out_path.write_text(json.dumps(res, indent=1) + "\n")
 
     families = [f for f in args.families.split(",") if f and (ROOT / f"jobs/digits-{f}.yaml").exists()]
-    from pipeline.spec import deep_merge
+    from pipeline.spec import deep_merge, parse_overrides
 
     common = {"gate": {**({"seeds": args.seeds} if args.seeds else {}),
                        **({"synthetic_ratio": args.synthetic_ratio} if args.synthetic_ratio else {})},
@@ -278,27 +303,42 @@ def main() -> None:
         if ckpt:
             res["mix"] = {"family": fam, "rows": mix_sweep(spec, ckpt, spec.gate.seeds)}
             save()
+    variants: dict[str, list[str]] = {}  # family -> KEY=VALUE items of its little-data variant
+    for item in args.fraction_set:
+        fam, sep, kv = item.partition(":")
+        if not sep or fam not in families:
+            ap.error(f"--fraction-set {item!r}: expected FAMILY:KEY=VALUE with FAMILY one of {families}")
+        variants.setdefault(fam, []).append(kv)
+    runs = [(fam, []) for fam in families] + list(variants.items())
     for frac in [float(f) for f in args.fractions.split(",") if f]:
-        for fam in families:
+        for fam, sets in runs:
             path = ROOT / f"jobs/digits-{fam}.yaml"
+            name = " ".join([fam, *sets])
             probe = load_spec(path)
             # keep the optimizer-step budget, not the epoch count: an epoch of a 10 % subset is 1-2 steps
             per_epoch = max(1, round(len(__import__("pipeline.data", fromlist=["x"]).load_dataset(
                 probe.dataset.model_copy(update={"train_fraction": frac})).train_x)
                 / (probe.train.num_workers * probe.train.batch_size)))
             epochs = max(1, args.fraction_steps // per_epoch)
-            over = deep_merge(common, {"name": f"{probe.name}-f{int(frac * 100)}", "dataset": {"train_fraction": frac},
+            job = f"{probe.name}-f{int(frac * 100)}" + "".join(
+                "-" + "".join(c if c.isalnum() else "-" for c in kv.lower()) for kv in sets)
+            over = deep_merge(common, {"name": job, "dataset": {"train_fraction": frac},
                                        "train": {"epochs": epochs, "checkpoint_every": max(1, epochs // 4)},
                                        "sample": {"num_images": 2000, "shard_size": 1000}})
-            row, spec, ckpt = run_one(path, work, over, f"{fam}@{frac:g}")
+            over = deep_merge(over, parse_overrides(sets))
+            tag = f"{name}@{frac:g}"
+            row, spec, ckpt = run_one(path, work, over, tag)
+            row["overrides"] = sets
             if ckpt:
                 row.update(svm_check(spec, ckpt))
-            res["train_fraction"].setdefault(f"{frac:g}", {})[fam] = row
+                if args.mix_fractions:
+                    row["mix"] = mix_sweep(spec, ckpt, spec.gate.seeds, ("uplift_same_data",))
+            res["train_fraction"].setdefault(f"{frac:g}", {})[name] = row
             print(json.dumps(row), flush=True)
             save()
             if args.filter:
-                res["filter"][f"{fam}@{frac:g}"] = filtered_pair(path, work, over, f"{fam}@{frac:g}", row)
-                print(json.dumps({"filter": f"{fam}@{frac:g}", **res["filter"][f"{fam}@{frac:g}"]}), flush=True)
+                res["filter"][tag] = filtered_pair(path, work, over, tag, row)
+                print(json.dumps({"filter": tag, **res["filter"][tag]}), flush=True)
                 save()
     print(f"wrote {out_path}")
 
