@@ -321,8 +321,9 @@ class GateSpec(_Part):
     synthetic_ratio: Float | None = Field(
         None, gt=0, description="uplift: at most this many synthetic images per real image (None: all "
         "eval_images). Measured on digits (bench/results/quality-digits.json, 'mix'): uplift_distill grows "
-        "with the synthetic share up to all of them (+0.8 points at 0.25:1, +4.9 at 14:1), uplift_full is "
-        "flat at every share")
+        "with the synthetic share up to all of them (+0.7 points at 0.25:1, +5.3 at 14:1), uplift_full is "
+        "flat at every share; for a generator trained on the classifier's own subset, all of them cost the GAN "
+        "families and the VAE 0.5-1.2 points of uplift_same_data (use 1:1 or less there)")
     uplift_metric: Literal["uplift_distill", "uplift_same_data", "uplift_full"] = Field(
         "uplift_same_data", description="which uplift gate.uplift_min checks")
     retries: Int = Field(0, ge=0, le=10)
