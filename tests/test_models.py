@@ -145,6 +145,98 @@ def test_train_step_through_ddp(kind: str, tmp_path) -> None:  # type: ignore[no
         dist.destroy_process_group()
 
 
+def _textbook_adversarial_step(fam: ModelFamily, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor,
+                               y: torch.Tensor) -> None:
+    """The AC-GAN step as written before ``_frozen``: the generator's backward also fills the
+    discriminator's .grad, which its next zero_grad drops."""
+    g, d = fam.nets["generator"], fam.nets["discriminator"]
+    bce, ce = nn.functional.binary_cross_entropy_with_logits, nn.functional.cross_entropy
+    b = x.shape[0]
+    z = torch.randn(b, fam.spec.latent_dim)
+    fake = g(z, y)
+    adv_real, cls_real = d(x, y)
+    adv_fake, _ = d(fake.detach(), y)
+    loss_d = bce(adv_real, torch.full((b,), 1.0 - fam.spec.label_smoothing)) + bce(adv_fake, torch.zeros(b)) \
+        + ce(cls_real, y)
+    opts["discriminator"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    opts["discriminator"].step()
+    adv, cls = d(fake, y)
+    loss_g = bce(adv, torch.ones(b)) + ce(cls, y)
+    opts["generator"].zero_grad(set_to_none=True)
+    loss_g.backward()
+    opts["generator"].step()
+
+
+@pytest.mark.parametrize("kind", ["gan", "dcgan"])
+def test_generator_step_trains_the_generator_only_and_changes_no_figure(kind: str) -> None:
+    """The generator's loss leaves the discriminator without gradients (and its weights trainable
+    again after), and three steps end on the same weights, bit for bit, as the textbook step."""
+    x, y = random_batch((1, 8, 8), n=8)
+    fams = [make(kind, ema_decay=0.9), make(kind, ema_decay=0.9)]
+    opts = [f.make_optimizers(f.nets, TrainSpec(lr=1e-3)) for f in fams]
+    d = fams[0].nets["discriminator"]
+    at_d_step: list[list[torch.Tensor]] = []
+    d_step = opts[0]["discriminator"].step
+    opts[0]["discriminator"].step = lambda *a, **k: (at_d_step.append([p.grad.clone() for p in d.parameters()]),
+                                                     d_step(*a, **k))[1]
+    torch.manual_seed(1)
+    for _ in range(3):
+        fams[0].train_step(fams[0].nets, opts[0], x, y, contextlib.nullcontext())
+        fams[0].update_ema()
+        # the generator's backward added nothing to the discriminator's gradients
+        assert all(torch.equal(p.grad, g) for p, g in zip(d.parameters(), at_d_step[-1], strict=True))
+    assert all(p.requires_grad for p in d.parameters())
+    assert all(p.grad is not None for p in fams[0].nets["generator"].parameters())
+    torch.manual_seed(1)
+    for _ in range(3):
+        _textbook_adversarial_step(fams[1], opts[1], x, y)
+        fams[1].update_ema()
+    a, b = all_tensors(fams[0]), all_tensors(fams[1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def _ddp_rank(rank: int, store_path: str, out: str, broadcast_buffers: bool) -> None:
+    """One rank of a 2-rank gloo group: 3 dcgan steps on its own batch; rank 0 saves every tensor."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
+    try:
+        from pipeline.train.loop import DDP_KWARGS
+
+        fam = make("dcgan", ema_decay=0.9)
+        kw = DDP_KWARGS if not broadcast_buffers else {**DDP_KWARGS, "broadcast_buffers": True}
+        nets = {k: DistributedDataParallel(v, **kw) for k, v in fam.nets.items()}
+        x, y = random_batch((1, 8, 8), n=8, seed=rank)
+        torch.manual_seed(10 + rank)
+        train(fam, 3, x, y, nets=nets)
+        if rank == 0:
+            torch.save(all_tensors(fam), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_without_buffer_broadcast_checkpoints_the_same_rank0(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two real gloo ranks with different batches, wrapped as the training loop wraps them
+    (``DDP_KWARGS``: no buffer broadcast) and with DDP's default: rank 0's weights, BatchNorm
+    statistics and EMA, what a checkpoint holds, are identical bit for bit."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    got = {}
+    for bb in (False, True):
+        out = tmp_path / f"rank0-{bb}.pt"
+        procs = [mp.Process(target=_ddp_rank, args=(r, str(tmp_path / f"store-{bb}"), str(out), bb)) for r in (0, 1)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0]
+        got[bb] = torch.load(out)
+    assert any("running_mean" in k for k in got[False]), "the dcgan has BatchNorm buffers to test"
+    a, b = got[False], got[True]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
 # -- sampling -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "shape", [*SHAPES, (3, 64, 64), (1, 10, 10), (3, 12, 20)], ids=lambda s: "x".join(map(str, s))

@@ -24,6 +24,13 @@ from pipeline.faults import maybe_exit
 from pipeline.rng import derive_seed
 from pipeline.spec import JobSpec
 
+#: how the loop wraps each net in DDP. ``broadcast_buffers`` off: DDP's default sends rank 0's
+#: buffers (BatchNorm running statistics) to every rank before every forward, four collectives per
+#: GAN step. Training-mode forwards use batch statistics, rank 0's own buffers are never changed by
+#: it, and only rank 0 checkpoints (a resume loads its buffers on every rank): rank 0's checkpoint
+#: is the same bit for bit (``test_models.py``), and a DDP step on 2 CPUs ~11 % faster.
+DDP_KWARGS: dict[str, Any] = {"broadcast_buffers": False}
+
 
 def _seed_everything(seed: int) -> None:
     import random
@@ -82,7 +89,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     _seed_everything(derive_seed(tr.seed, "init"))  # identical initial weights on every rank
     fam = build_model(spec.model, image_shape, num_classes)
     fam.to(device)
-    nets = {k: ray.train.torch.prepare_model(v) for k, v in fam.nets.items()}
+    nets = {k: ray.train.torch.prepare_model(v, parallel_strategy_kwargs=DDP_KWARGS) for k, v in fam.nets.items()}
     opts = fam.make_optimizers(fam.nets, tr)
 
     resume_from: TrainState | None = None
