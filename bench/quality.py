@@ -29,9 +29,11 @@ Everything lands in bench/results/quality-digits.json (and is printed as it come
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -146,6 +148,7 @@ def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dic
         metrics, status, extra, reused = exc.metrics or {}, f"gate failed: {exc}", {}, False
     row = {"run": tag, "spec": str(path.relative_to(ROOT)), "status": status, "epochs": spec.train.epochs,
            "workers": spec.train.num_workers, "train_fraction": spec.dataset.train_fraction,
+           "spec_hash": spec.spec_hash(),
            "wall_seconds": round(time.perf_counter() - t, 1), "reused": reused, **extra, **{k: metrics.get(k) for k in KEYS}}
     for name in ("uplift_distill", "uplift_same_data", "uplift_full"):
         row.update({name + s: metrics.get(name + s) for s in UPLIFT_KEYS})
@@ -251,7 +254,8 @@ def main() -> None:
                          "variant), e.g. ddpm:model.base_channels=32")
     ap.add_argument("--mix-fractions", action="store_true",
                     help="also sweep the synthetic share of uplift_same_data on every train_fraction run "
-                         "(with --merge and the --work of the runs: their rows are kept, the sweep added)")
+                         "(with --merge and the --work of the runs: a row whose spec is found finished there keeps its "
+                         "figures and seconds, and gains the sweep)")
     ap.add_argument("--no-mix", action="store_true", help="skip the synthetic-share sweep")
     ap.add_argument("--filter", action="store_true", help="repeat each run with sample.filter on")
     ap.add_argument("--fractions-only", action="store_true",
@@ -312,30 +316,42 @@ def main() -> None:
         if not sep or fam not in families:
             ap.error(f"--fraction-set {item!r}: expected FAMILY:KEY=VALUE with FAMILY one of {families}")
         variants.setdefault(fam, []).append(kv)
+    variant_over: dict[str, dict[str, Any]] = {}
+    for fam, sets in variants.items():  # refused now, not hours into the runs
+        try:
+            variant_over[fam] = parse_overrides(sets)
+            load_spec(ROOT / f"jobs/digits-{fam}.yaml", variant_over[fam])
+        except Exception as exc:  # SpecError / BadInput: say which item
+            ap.error(f"--fraction-set {fam}: {exc}")
     runs = [(fam, []) for fam in families] + list(variants.items())
     for frac in [float(f) for f in args.fractions.split(",") if f]:
         for fam, sets in runs:
             path = ROOT / f"jobs/digits-{fam}.yaml"
             name = " ".join([fam, *sets])
-            probe = load_spec(path)
+            probe = load_spec(path, variant_over[fam] if sets else None)  # the variant's own batch and workers
             # keep the optimizer-step budget, not the epoch count: an epoch of a 10 % subset is 1-2 steps
             per_epoch = max(1, round(len(__import__("pipeline.data", fromlist=["x"]).load_dataset(
                 probe.dataset.model_copy(update={"train_fraction": frac})).train_x)
                 / (probe.train.num_workers * probe.train.batch_size)))
             epochs = max(1, args.fraction_steps // per_epoch)
-            job = f"{probe.name}-f{int(frac * 100)}" + "".join(
-                "-" + "".join(c if c.isalnum() else "-" for c in kv.lower()) for kv in sets)
+            job = f"{probe.name}-f{int(frac * 100)}"
+            if sets:  # a valid, distinct job name (NAME_RE: [a-z0-9_-], at most 63 characters)
+                slug = re.sub(r"[^a-z0-9]+", "-", " ".join(sets).lower()).strip("-")
+                digest = hashlib.sha256("\0".join(sets).encode()).hexdigest()[:8]
+                job = f"{job}-{slug[:63 - len(job) - 10]}-{digest}".replace("--", "-")
             over = deep_merge(common, {"name": job, "dataset": {"train_fraction": frac},
                                        "train": {"epochs": epochs, "checkpoint_every": max(1, epochs // 4)},
                                        "sample": {"num_images": 2000, "shard_size": 1000}})
-            over = deep_merge(over, parse_overrides(sets))
+            if sets:
+                over = deep_merge(over, variant_over[fam])
             tag = f"{name}@{frac:g}"
             row, spec, ckpt = run_one(path, work, over, tag)
             old = res["train_fraction"].get(f"{frac:g}", {}).get(name)
             reused = row.pop("reused")
-            if old and old.get("status") == row["status"] and (reused or args.mix_fractions):
-                # the merged file's run, found finished in --work (a gate failure is evaluated again,
-                # the same figures): keep its figures and seconds
+            if old and (reused or row["status"] != "published") and old.get("spec_hash") == row["spec_hash"] \
+                    and old.get("status") == row["status"]:
+                # the merged file's own run (same spec), found finished in --work (a gate failure is
+                # evaluated again, the same figures): keep its figures and seconds
                 row = old
             row["overrides"] = sets
             if ckpt:

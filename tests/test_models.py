@@ -146,10 +146,11 @@ def test_train_step_through_ddp(kind: str, tmp_path) -> None:  # type: ignore[no
 
 
 def _textbook_adversarial_step(fam: ModelFamily, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor,
-                               y: torch.Tensor) -> None:
+                               y: torch.Tensor, nets: dict[str, nn.Module] | None = None) -> None:
     """The AC-GAN step as written before ``_frozen``: the generator's backward also fills the
-    discriminator's .grad, which its next zero_grad drops."""
-    g, d = fam.nets["generator"], fam.nets["discriminator"]
+    discriminator's .grad (under DDP: and all-reduces it), which its next zero_grad drops."""
+    nets = nets if nets is not None else fam.nets
+    g, d = nets["generator"], nets["discriminator"]
     bce, ce = nn.functional.binary_cross_entropy_with_logits, nn.functional.cross_entropy
     b = x.shape[0]
     z = torch.randn(b, fam.spec.latent_dim)
@@ -196,42 +197,55 @@ def test_generator_step_trains_the_generator_only_and_changes_no_figure(kind: st
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
 
-def _ddp_rank(rank: int, store_path: str, out: str, broadcast_buffers: bool) -> None:
-    """One rank of a 2-rank gloo group: 3 dcgan steps on its own batch; rank 0 saves every tensor."""
+def _ddp_rank(rank: int, store_path: str, out: str, textbook: bool) -> None:
+    """One rank of a 2-rank gloo group: 3 dcgan steps on its own batch, either as the training loop
+    takes them (``DDP_KWARGS``, ``train_step``) or as before (DDP's defaults, the textbook step);
+    rank 0 saves every tensor."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
     try:
         from pipeline.train.loop import DDP_KWARGS
 
         fam = make("dcgan", ema_decay=0.9)
-        kw = DDP_KWARGS if not broadcast_buffers else {**DDP_KWARGS, "broadcast_buffers": True}
-        nets = {k: DistributedDataParallel(v, **kw) for k, v in fam.nets.items()}
+        nets = {k: DistributedDataParallel(v, **({} if textbook else DDP_KWARGS)) for k, v in fam.nets.items()}
+        opts = fam.make_optimizers(nets, TrainSpec(lr=1e-3))
         x, y = random_batch((1, 8, 8), n=8, seed=rank)
         torch.manual_seed(10 + rank)
-        train(fam, 3, x, y, nets=nets)
+        for _ in range(3):
+            if textbook:
+                _textbook_adversarial_step(fam, opts, x, y, nets=nets)
+            else:
+                fam.train_step(nets, opts, x, y, contextlib.nullcontext())
+            fam.update_ema()
         if rank == 0:
             torch.save(all_tensors(fam), out)
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_without_buffer_broadcast_checkpoints_the_same_rank0(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Two real gloo ranks with different batches, wrapped as the training loop wraps them
-    (``DDP_KWARGS``: no buffer broadcast) and with DDP's default: rank 0's weights, BatchNorm
-    statistics and EMA, what a checkpoint holds, are identical bit for bit."""
+def test_ddp_steps_checkpoint_the_same_rank0_as_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two real gloo ranks with different batches: the loop's DDP (no buffer broadcast, the
+    generator's step not syncing the discriminator) against DDP's defaults with the textbook step.
+    Rank 0's weights, BatchNorm statistics and EMA, what a checkpoint holds, are identical bit for bit."""
     import multiprocessing
 
     mp = multiprocessing.get_context("spawn")
     got = {}
-    for bb in (False, True):
-        out = tmp_path / f"rank0-{bb}.pt"
-        procs = [mp.Process(target=_ddp_rank, args=(r, str(tmp_path / f"store-{bb}"), str(out), bb)) for r in (0, 1)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
+    for textbook in (False, True):
+        out = tmp_path / f"rank0-{textbook}.pt"
+        procs = [mp.Process(target=_ddp_rank, args=(r, str(tmp_path / f"store-{textbook}"), str(out), textbook))
+                 for r in (0, 1)]
+        try:
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(120)
+        finally:
+            for p in procs:  # a hung rank would hold pytest's exit for gloo's timeout
+                if p.is_alive():
+                    p.kill()
         assert [p.exitcode for p in procs] == [0, 0]
-        got[bb] = torch.load(out)
+        got[textbook] = torch.load(out)
     assert any("running_mean" in k for k in got[False]), "the dcgan has BatchNorm buffers to test"
     a, b = got[False], got[True]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

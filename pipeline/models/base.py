@@ -168,9 +168,9 @@ def _frozen(net: nn.Module) -> Any:
     params = [p for p in net.parameters() if p.requires_grad]
     sync = net.no_sync() if hasattr(net, "no_sync") else contextlib.nullcontext()
     with sync:
-        for p in params:
-            p.requires_grad_(False)
         try:
+            for p in params:
+                p.requires_grad_(False)
             yield
         finally:
             for p in params:
@@ -214,8 +214,9 @@ class AdversarialFamily(ModelFamily):
         opts["discriminator"].zero_grad(set_to_none=True)
         loss_d.backward()
         opts["discriminator"].step()
-        with _frozen(d), autocast:  # the generator's loss trains the generator only (see _frozen)
-            adv, cls = d(aug(fake), y)
+        with _frozen(d):  # the generator's loss trains the generator only (see _frozen)
+            with autocast:
+                adv, cls = d(aug(fake), y)
             loss_g = bce(adv.float(), torch.ones(b, device=x.device)) + ce(cls.float(), y)
             opts["generator"].zero_grad(set_to_none=True)
             loss_g.backward()
