@@ -24,12 +24,24 @@ from pipeline.faults import maybe_exit
 from pipeline.rng import derive_seed
 from pipeline.spec import JobSpec
 
-#: how the loop wraps each net in DDP. ``broadcast_buffers`` off: DDP's default sends rank 0's
-#: buffers (BatchNorm running statistics) to every rank before every forward, four collectives per
-#: GAN step. Training-mode forwards use batch statistics, rank 0's own buffers are never changed by
-#: it, and only rank 0 checkpoints (a resume loads its buffers on every rank): rank 0's checkpoint
-#: is the same bit for bit (``test_models.py``), and a DDP step on 2 CPUs ~11 % faster.
-DDP_KWARGS: dict[str, Any] = {"broadcast_buffers": False}
+
+def _ddp_kwargs() -> dict[str, Any]:
+    """How the loop wraps each net in DDP: no buffer sync before every forward. DDP's default sends
+    rank 0's buffers (BatchNorm running statistics) to every rank before every forward, four
+    collectives per GAN step. Training-mode forwards use batch statistics, rank 0's own buffers are
+    never changed by it, and only rank 0 checkpoints (a resume loads its buffers on every rank):
+    rank 0's checkpoint is the same bit for bit (``test_models.py``), a DDP step on 2 CPUs ~11 %
+    faster. ``forward_sync_buffers`` where this torch has it (``broadcast_buffers`` is deprecated
+    there; the buffers are still synced once, at wrap time, where they are equal anyway)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if new else "broadcast_buffers": False}
+
+
+DDP_KWARGS: dict[str, Any] = _ddp_kwargs()
 
 
 def _seed_everything(seed: int) -> None:
