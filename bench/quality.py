@@ -121,7 +121,7 @@ def filtered_pair(path: Path, work: Path, over: dict[str, Any], tag: str, plain:
     from pipeline.publish.partition import Partition
     from pipeline.spec import deep_merge
 
-    row, spec, _ = run_one(path, work, deep_merge(over, {"sample": {"filter": FILTER, "output": str(work / "data-filter")}}),
+    row, spec, _, _ = run_one(path, work, deep_merge(over, {"sample": {"filter": FILTER, "output": str(work / "data-filter")}}),
                            tag + "+filter")
     man = Partition.of(spec.sample.output, spec.name, "2026-01-01").read_manifest()
     f = (man.get("filter") if man is not None else None) or {}
@@ -131,7 +131,8 @@ def filtered_pair(path: Path, work: Path, over: dict[str, Any], tag: str, plain:
             "forced": f.get("forced"), "judge_test_acc": (f.get("judge") or {}).get("test_acc")}
 
 
-def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dict[str, Any], Any, Any]:
+def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dict[str, Any], Any, Any, bool]:
+    """(row, spec, checkpoint URL or None, whether the run was found already published in ``work``)."""
     base = {"storage": str(work / "runs"), "sample": {"output": str(work / "data")}}
     from pipeline.spec import deep_merge
 
@@ -149,10 +150,10 @@ def run_one(path: Path, work: Path, over: dict[str, Any], tag: str) -> tuple[dic
     row = {"run": tag, "spec": str(path.relative_to(ROOT)), "status": status, "epochs": spec.train.epochs,
            "workers": spec.train.num_workers, "train_fraction": spec.dataset.train_fraction,
            "spec_hash": spec.spec_hash(),
-           "wall_seconds": round(time.perf_counter() - t, 1), "reused": reused, **extra, **{k: metrics.get(k) for k in KEYS}}
+           "wall_seconds": round(time.perf_counter() - t, 1), **extra, **{k: metrics.get(k) for k in KEYS}}
     for name in ("uplift_distill", "uplift_same_data", "uplift_full"):
         row.update({name + s: metrics.get(name + s) for s in UPLIFT_KEYS})
-    return row, spec, ckpt
+    return row, spec, ckpt, reused
 
 
 def table(res: dict[str, Any]) -> str:
@@ -292,8 +293,7 @@ def main() -> None:
               **({"train": {"seed": args.train_seed}} if args.train_seed is not None else {})}
     for fam in [] if args.fractions_only else families:
         path = ROOT / f"jobs/digits-{fam}.yaml"
-        row, spec, ckpt = run_one(path, work, common, fam)
-        row.pop("reused")
+        row, spec, ckpt, _ = run_one(path, work, common, fam)
         if ckpt:
             row.update(svm_check(spec, ckpt))
         res["models"][fam] = row
@@ -306,7 +306,7 @@ def main() -> None:
     if not (args.no_mix or args.fractions_only) and res["models"]:
         best = max(res["models"].values(), key=lambda r: r.get("cas_ratio") or 0)
         fam = best["run"]
-        _, spec, ckpt = run_one(ROOT / f"jobs/digits-{fam}.yaml", work, common, fam)  # finished: reused, not retrained
+        _, spec, ckpt, _ = run_one(ROOT / f"jobs/digits-{fam}.yaml", work, common, fam)  # finished: reused, not retrained
         if ckpt:
             res["mix"] = {"family": fam, "rows": mix_sweep(spec, ckpt, spec.gate.seeds)}
             save()
@@ -345,9 +345,8 @@ def main() -> None:
             if sets:
                 over = deep_merge(over, variant_over[fam])
             tag = f"{name}@{frac:g}"
-            row, spec, ckpt = run_one(path, work, over, tag)
+            row, spec, ckpt, reused = run_one(path, work, over, tag)
             old = res["train_fraction"].get(f"{frac:g}", {}).get(name)
-            reused = row.pop("reused")
             if old and (reused or row["status"] != "published") and old.get("spec_hash") == row["spec_hash"] \
                     and old.get("status") == row["status"]:
                 # the merged file's own run (same spec), found finished in --work (a gate failure is
