@@ -480,8 +480,28 @@ def free_pool(where: Path, spec: JobSpec, ckpt: str) -> tuple[str, str]:
     return str(path), what
 
 
-def _free_slice(pool: np.ndarray, start: int, count: int) -> np.ndarray:
-    return pool[np.arange(start, start + count) % len(pool)]
+class FreeSource:
+    """The pre-made images as a ring: image g is ``pool[g % len(pool)]``, and any run of up to
+    ``longest`` consecutive images is a view (no copy) of one array, the pool followed by its own
+    first ``longest`` images (repeated as needed). Generating then costs ~0: what a caller does with
+    the view (Ray's copy into the object store, the encoder's read) is the pipeline's own work."""
+
+    def __init__(self, pool_path: str, longest: int):
+        pool = np.load(pool_path)
+        self.size = len(pool)
+        self.ring = np.resize(pool, (self.size + longest, *pool.shape[1:]))  # np.resize repeats cyclically
+
+    def slice(self, start: int, count: int) -> np.ndarray:
+        if count > len(self.ring) - self.size:
+            raise ValueError(f"{count} images in one slice; this source was made for {len(self.ring) - self.size}")
+        at = start % self.size
+        return self.ring[at:at + count]
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Images ``ids``: a view when they are consecutive (and few enough), else gathered."""
+        if 0 < len(ids) <= len(self.ring) - self.size and np.array_equal(ids, ids[0] + np.arange(len(ids))):
+            return self.slice(int(ids[0]), len(ids))
+        return self.ring[ids % self.size]
 
 
 class FreeSamplerActor:
@@ -490,10 +510,10 @@ class FreeSamplerActor:
 
     def __init__(self, spec_json: dict, ckpt_url: str, use_gpu: bool):
         self.spec = JobSpec.model_validate(spec_json)
-        self.pool = np.load(ckpt_url)
+        self.source = FreeSource(ckpt_url, self.spec.sample.shard_size)
 
     def generate(self, shard, ctx) -> np.ndarray:
-        return _free_slice(self.pool, shard.start, shard.count)
+        return self.source.slice(shard.start, shard.count)
 
     def run_shard(self, shard, ctx) -> dict:
         from pipeline.sample.fanout import commit_shard
@@ -537,12 +557,12 @@ def _cpu_timed_encode_task(images: np.ndarray, shard, ctx) -> dict:
 class FreePeerGen:
     """The peer's generator stage fed the same free source."""
 
-    def __init__(self, pool_path: str):
-        self.pool = np.load(pool_path)
+    def __init__(self, pool_path: str, batch_size: int):
+        self.source = FreeSource(pool_path, batch_size)
 
     def __call__(self, batch: dict) -> dict:
         ids = batch["id"].astype(np.int64)
-        u8 = self.pool[ids % len(self.pool)]
+        u8 = self.source.take(ids)
         return {"id": ids, "img": u8[..., 0], "label": ids % 10}
 
 
@@ -558,7 +578,7 @@ def free_peer(pool_path: str, n: int, out: Path, batch_size: int) -> float:
     if hasattr(dctx, "enable_operator_progress_bars"):
         dctx.enable_operator_progress_bars = False
     t = time.perf_counter()
-    ds = ray.data.range(n).map_batches(FreePeerGen, fn_constructor_args=(pool_path,), batch_size=batch_size,
+    ds = ray.data.range(n).map_batches(FreePeerGen, fn_constructor_args=(pool_path, batch_size), batch_size=batch_size,
                                        compute=ray.data.ActorPoolStrategy(size=1))
     ds.map_batches(peer_encode, batch_size=2048).write_parquet(str(dest))
     rate = n / (time.perf_counter() - t)
@@ -573,7 +593,7 @@ def _ceiling_init(pool_path: str, spec_json: dict, out: str) -> None:
     from pipeline.sample.plan import make_plan
 
     spec = JobSpec.model_validate(spec_json)
-    _CEIL.update(pool=np.load(pool_path), plan=make_plan(spec.sample, 10, spec.name, "2026-01-01"), out=out,
+    _CEIL.update(source=FreeSource(pool_path, spec.sample.shard_size), plan=make_plan(spec.sample, 10, spec.name, "2026-01-01"), out=out,
                  job=spec.name)
 
 
@@ -588,7 +608,7 @@ def _ceiling_shard(i: int) -> tuple[int, float, float, float]:
     plan = _CEIL["plan"]
     shard = plan.shard(i)
     t0 = time.perf_counter()
-    table = build_table(_free_slice(_CEIL["pool"], shard.start, shard.count), shard.labels, shard.seeds,
+    table = build_table(_CEIL["source"].slice(shard.start, shard.count), shard.labels, shard.seeds,
                         image_ids(_CEIL["job"], "2026-01-01", shard), i, class_names=[str(k) for k in range(10)],
                         model="dcgan", checkpoint="bench", job=_CEIL["job"], date="2026-01-01",
                         created_at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -638,10 +658,9 @@ def commit_overhead(spec: JobSpec, pool_path: str, out: Path, reps: int = 3) -> 
     from pipeline.sample.fanout import ShardContext, commit_shard
     from pipeline.sample.plan import make_plan
 
-    pool = np.load(pool_path)
     plan = make_plan(spec.sample, 10, spec.name, "2026-01-01")
     shard = plan.shard(0)
-    imgs = _free_slice(pool, shard.start, shard.count)
+    imgs = FreeSource(pool_path, shard.count).slice(shard.start, shard.count)
     _ceiling_init(pool_path, spec.model_dump(mode="json"), str(out))
     out.mkdir(parents=True, exist_ok=True)
     ceil = commit = float("inf")
