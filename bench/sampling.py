@@ -707,8 +707,9 @@ def _ray_init(num_cpus: int | None, num_gpus: int | None = None) -> None:
         ray.shutdown()
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
         try:
+            # configured as the product's embedded cluster (pipeline.runner.ensure_ray): metrics off
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", logging_level="ERROR",
-                     log_to_driver=False)
+                     log_to_driver=False, _system_config={"enable_metrics_collection": False})
             return
         except Exception:
             if attempt == 2:
