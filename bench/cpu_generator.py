@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.records import write_json  # noqa: E402
 from pipeline.models import build_model, to_uint8  # noqa: E402
 from pipeline.rng import seeded_normal  # noqa: E402
 from pipeline.sample.generate import BLOCK, generate_u8  # noqa: E402
@@ -179,10 +180,7 @@ def main() -> None:
     rec["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.quick and not args.out:
         return
-    out = Path(args.out or ROOT / "bench" / "results" / "cpu-generator.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rec, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(Path(args.out or ROOT / "bench" / "results" / "cpu-generator.json"), rec)
 
 
 if __name__ == "__main__":

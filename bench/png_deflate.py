@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.records import write_json  # noqa: E402
 from pipeline.publish import schema  # noqa: E402
 
 
@@ -198,10 +199,7 @@ def main() -> None:
     print("all pixels identical:", rec["all_pixels_identical"])
     if args.quick and not args.out:
         return
-    out = Path(args.out or ROOT / "bench" / "results" / "deflate-cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rec, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(Path(args.out or ROOT / "bench" / "results" / "deflate-cpu.json"), rec)
 
 
 if __name__ == "__main__":

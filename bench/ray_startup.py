@@ -19,7 +19,6 @@ records nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,13 +29,9 @@ import psutil
 import ray
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDS: list[dict] = []
+sys.path.insert(0, str(ROOT))
 
-
-def emit(**kw) -> dict:
-    RECORDS.append(kw)
-    print(json.dumps(kw), flush=True)
-    return kw
+from bench.records import emit, write_records  # noqa: E402
 
 
 def _start(cpus: int, dashboard: bool) -> None:
@@ -149,10 +144,7 @@ def main() -> None:
          date=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.quick and not args.out:
         return
-    out = Path(args.out or ROOT / "bench" / "results" / "ray-startup-cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_records(Path(args.out or ROOT / "bench" / "results" / "ray-startup-cpu.json"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import re
@@ -36,30 +35,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.records import emit, write_records  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.sample.generate import generate_u8, load_generator  # noqa: E402
 from pipeline.spec import JobSpec, load_spec, parse_spec  # noqa: E402
 from pipeline.train.checkpoint import save_checkpoint_dir  # noqa: E402
 
-RECORDS: list[dict] = []
-
 
 def device_label(cuda: bool) -> str:
     """The device named in a result file's setup record."""
     return torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'x86_64'})"
-
-
-def write_records(out: Path) -> None:
-    """Every record printed so far, as one JSON file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(RECORDS, indent=1) + "\n")
-    print(f"wrote {out}")
-
-
-def emit(**kw) -> dict:
-    RECORDS.append(kw)
-    print(json.dumps(kw), flush=True)
-    return kw
 
 
 def bench_spec(out: Path, n: int, shard: int, use_gpu: bool, **sample) -> JobSpec:
