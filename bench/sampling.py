@@ -473,18 +473,18 @@ class FreeSource:
 
     def __init__(self, pool_path: str, longest: int):
         pool = np.load(pool_path)
-        self.size = len(pool)
+        self.size, self.longest = len(pool), longest
         self.ring = np.resize(pool, (self.size + longest, *pool.shape[1:]))  # np.resize repeats cyclically
 
     def slice(self, start: int, count: int) -> np.ndarray:
-        if count > len(self.ring) - self.size:
-            raise ValueError(f"{count} images in one slice; this source was made for {len(self.ring) - self.size}")
+        if count > self.longest:
+            raise ValueError(f"{count} images in one slice; this source was made for {self.longest}")
         at = start % self.size
         return self.ring[at:at + count]
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Images ``ids``: a view when they are consecutive (and few enough), else gathered."""
-        if 0 < len(ids) <= len(self.ring) - self.size and np.array_equal(ids, ids[0] + np.arange(len(ids))):
+        if 0 < len(ids) <= self.longest and np.array_equal(ids, ids[0] + np.arange(len(ids))):
             return self.slice(int(ids[0]), len(ids))
         return self.ring[ids % self.size]
 
@@ -645,8 +645,8 @@ def commit_overhead(spec: JobSpec, pool_path: str, out: Path, reps: int = 3) -> 
 
     plan = make_plan(spec.sample, 10, spec.name, "2026-01-01")
     shard = plan.shard(0)
-    imgs = FreeSource(pool_path, shard.count).slice(shard.start, shard.count)
     _ceiling_init(pool_path, spec.model_dump(mode="json"), str(out))
+    imgs = _CEIL["source"].slice(shard.start, shard.count)  # the source the ceiling's shard reads
     out.mkdir(parents=True, exist_ok=True)
     ceil = commit = float("inf")
     for r in range(reps):
