@@ -27,10 +27,12 @@ test-fast: install  ## everything but the slow end-to-end tests
 bench: install  ## benchmarks: pipeline vs naive loop vs plain Ray Data peer vs machine ceilings
 	$(PY) bench/sampling.py
 	$(PY) bench/ray_startup.py
+	$(PY) bench/ddp_step.py
 
 bench-quick: install
 	$(PY) bench/sampling.py --quick
 	$(PY) bench/ray_startup.py --quick
+	$(PY) bench/ddp_step.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tests bench
