@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import queue as queue_module
 import socket
 import statistics
 import sys
@@ -152,7 +153,15 @@ def ranks_step(spec: JobSpec, mode: str, steps: int) -> dict:
     for p in procs:
         p.start()
     try:
-        out = queue.get(timeout=600)
+        deadline = time.monotonic() + 600
+        while True:  # a rank that dies before answering ends the wait at once, not at the deadline
+            try:
+                out = queue.get(timeout=2)
+                break
+            except queue_module.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    raise RuntimeError(f"mode {mode}: no answer; ranks' exit codes {[p.exitcode for p in procs]}") \
+                        from None
     finally:
         for p in procs:
             p.join(timeout=60)
