@@ -17,8 +17,9 @@ The ranks run the same steps four ways, so the step's cost splits into its parts
   the generator step's ``no_sync`` on the discriminator comes from the family's own step).
 
 Beside them, on an idle pair of ranks, one gloo ``all_reduce`` of one float (the latency alone) and
-of each net's gradient size (the transport alone). Every mode runs ``--rounds`` times, interleaved; the figure is the median ms per
-step of rank 0 (the ranks leave the timed loop together: a barrier closes it). Ray Train's own
+of each net's gradient size (the transport alone). Every mode runs ``--rounds`` times, interleaved;
+the figure is the median ms per step of rank 0 (the ranks leave the timed loop together: a barrier
+closes it). Ray Train's own
 costs (start-up, reports, checkpoints) are ``sampling.py --train-overhead``'s; this is the floor
 under its ``epochs_ratio``. Nothing in pipeline/ changes here.
 """
@@ -81,6 +82,20 @@ def _batches(data, batch: int, rank: int, world: int, count: int):
     return out
 
 
+def _timed_steps(fam, nets, opts, batches, sync=lambda: None) -> float:
+    """ms per training step (with its EMA update) over ``batches`` after the first ``WARMUP``;
+    ``sync`` (a barrier across ranks) brackets the timed steps."""
+    for x, y in batches[:WARMUP]:
+        fam.train_step(nets, opts, x, y)
+    sync()
+    t = time.perf_counter()
+    for x, y in batches[WARMUP:]:
+        fam.train_step(nets, opts, x, y)
+        fam.update_ema()
+    sync()
+    return (time.perf_counter() - t) / (len(batches) - WARMUP) * 1e3
+
+
 def _grad_sync_hook(params: list[torch.nn.Parameter], mode: str, world: int):
     """An optimizer step pre-hook: a barrier, or one flat all-reduce of the gradients (mean)."""
     def hook(_opt, _args, _kwargs):
@@ -115,16 +130,8 @@ def _rank(rank: int, world: int, port: int, mode: str, steps: int, spec_json: di
         if mode in ("barrier", "allreduce"):
             for name, opt in opts.items():
                 opt.register_step_pre_hook(_grad_sync_hook(list(fam.nets[name].parameters()), mode, world))
-        batches = _batches(data, spec.train.batch_size, rank, world, WARMUP + steps)
-        for x, y in batches[:WARMUP]:
-            fam.train_step(nets, opts, x, y)
-        dist.barrier()
-        t = time.perf_counter()
-        for x, y in batches[WARMUP:]:
-            fam.train_step(nets, opts, x, y)
-            fam.update_ema()
-        dist.barrier()
-        ms = (time.perf_counter() - t) / steps * 1e3
+        ms = _timed_steps(fam, nets, opts, _batches(data, spec.train.batch_size, rank, world, WARMUP + steps),
+                          sync=dist.barrier)
         transport = {}
         if mode == "none":  # the transport alone: each net's gradient size, on the idle pair
             sizes = {name: sum(p.numel() for p in net.parameters()) for name, net in fam.nets.items()}
@@ -180,14 +187,8 @@ def plain_step(spec: JobSpec, steps: int) -> float:
     try:
         fam, data = _family(spec)
         opts = fam.make_optimizers(fam.nets, spec.train)
-        batches = _batches(data, spec.train.batch_size * spec.train.num_workers, 0, 1, WARMUP + steps)
-        for x, y in batches[:WARMUP]:
-            fam.train_step(fam.nets, opts, x, y)
-        t = time.perf_counter()
-        for x, y in batches[WARMUP:]:
-            fam.train_step(fam.nets, opts, x, y)
-            fam.update_ema()
-        return (time.perf_counter() - t) / steps * 1e3
+        return _timed_steps(fam, fam.nets, opts,
+                            _batches(data, spec.train.batch_size * spec.train.num_workers, 0, 1, WARMUP + steps))
     finally:
         torch.set_num_threads(threads)
 
