@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.records import write_json  # noqa: E402
+from bench.records import load_avg, machine, write_json  # noqa: E402
 from pipeline.models import build_model, to_uint8  # noqa: E402
 from pipeline.rng import seeded_normal  # noqa: E402
 from pipeline.sample.generate import BLOCK, generate_u8  # noqa: E402
@@ -165,8 +163,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as a CPU sampling actor (pipeline.sample.fanout.SamplerActor)
     reps = 2 if args.quick else args.reps
     rec: dict = {"bench": "cpu_generator", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                             "load_avg_before": [round(x, 2) for x in os.getloadavg()]},
+                 "machine": machine(),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "reps": reps,
                  "timing": "best of reps, interleaved; cpu = this thread's CPU time, wall = wall clock",
                  "weights": "freshly built, untrained (torch.manual_seed(0)): speed, not quality", "models": {}}
@@ -177,7 +174,7 @@ def main() -> None:
         rec["models"][name] = r
         print(name, json.dumps({k: (v.get("speed_vs_shipped_cpu"), v.get("bytes_identical"))
                                 for k, v in r["variants"].items()}), flush=True)
-    rec["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rec["machine"]["load_avg_after"] = load_avg()
     if args.quick and not args.out:
         return
     write_json(Path(args.out or ROOT / "bench" / "results" / "cpu-generator.json"), rec)

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import queue as queue_module
 import socket
 import statistics
@@ -45,7 +43,7 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.records import write_json  # noqa: E402
+from bench.records import load_avg, machine, write_json  # noqa: E402
 from pipeline.spec import JobSpec, load_spec  # noqa: E402
 
 MODES = ("none", "barrier", "allreduce", "ddp")
@@ -206,8 +204,7 @@ def main() -> None:
     if spec.train.use_gpu:
         raise SystemExit("ddp_step.py measures gloo ranks on CPU: give it a CPU job")
     rec: dict = {"bench": "ddp_step", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                             "load_avg_before": [round(x, 2) for x in os.getloadavg()]},
+                 "machine": machine(),
                  "torch": torch.__version__, "job": Path(args.job).name, "workers": spec.train.num_workers,
                  "threads_per_worker": spec.train.cpus_per_worker, "batch_per_worker": spec.train.batch_size,
                  "steps": steps, "rounds": rounds, "timing": "median over rounds of rank 0's ms per step",
@@ -228,7 +225,7 @@ def main() -> None:
                        "moving_the_gradients": round(med["allreduce"] - med["barrier"], 2),
                        "ddp_over_a_flat_all_reduce": round(med["ddp"] - med["allreduce"], 2)}
     rec["all_reduce_idle_pair"] = transport
-    rec["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rec["machine"]["load_avg_after"] = load_avg()
     print("ddp_step: ms/step " + " ".join(f"{m}={v:.1f}" for m, v in med.items())
           + " | vs plain " + " ".join(f"{m}={v:.2f}x" for m, v in rec["vs_plain"].items()), flush=True)
     if args.quick and not args.out:

@@ -4,6 +4,8 @@ results file under bench/results/."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,17 @@ def emit(**kw: Any) -> dict:
     RECORDS.append(kw)
     print(json.dumps(kw), flush=True)
     return kw
+
+
+def load_avg() -> list[float]:
+    """The machine's 1/5/15-minute load averages, rounded: beside every figure, how busy it was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    """What a results file says of the CPU machine it ran on (``load_avg_after`` is the caller's)."""
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_avg_before": load_avg()}
 
 
 def write_json(out: Path, obj: Any) -> None:
