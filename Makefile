@@ -28,11 +28,13 @@ bench: install  ## benchmarks: pipeline vs naive loop vs plain Ray Data peer vs 
 	$(PY) bench/sampling.py
 	$(PY) bench/ray_startup.py
 	$(PY) bench/ddp_step.py
+	$(PY) bench/png_deflate.py
 
 bench-quick: install
 	$(PY) bench/sampling.py --quick
 	$(PY) bench/ray_startup.py --quick
 	$(PY) bench/ddp_step.py --quick
+	$(PY) bench/png_deflate.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tests bench

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.records import write_json  # noqa: E402
+from bench.records import load_avg, machine, write_json  # noqa: E402
 from pipeline.publish import schema  # noqa: E402
 
 
@@ -165,15 +164,6 @@ def versions() -> dict:
             "isal": isal.__version__, "isa-l": getattr(isal, "ISAL_VERSION", None), "pillow": PIL.__version__}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -184,7 +174,7 @@ def main() -> None:
     reps = 2 if args.quick else args.reps
     data = cases(300 if args.quick else None)
     rec: dict = {"bench": "deflate", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_before": os.getloadavg()},
+                 "machine": machine(),
                  "versions": versions(), "shipped": schema.encoder_info(), "reps": reps,
                  "timing": "best of reps of this thread's CPU time (time.thread_time), one core, codecs interleaved; whole encode = filter + container + deflate",
                  "images": {k: list(v.shape) for k, v in data.items()}, "cases": {}, "vs_pil": {}}
@@ -193,7 +183,7 @@ def main() -> None:
         rec["vs_pil"][name] = vs_pil(imgs, reps)
         row = {k: (v["speed_vs_zlib1"], v["size_vs_zlib1"]) for k, v in rec["cases"][name].items()}
         print(name, json.dumps(row), "vs PIL:", json.dumps(rec["vs_pil"][name]), flush=True)
-    rec["machine"]["load_avg_after"] = os.getloadavg()
+    rec["machine"]["load_avg_after"] = load_avg()
     rec["all_pixels_identical"] = all(v["pixels_identical"] for c in rec["cases"].values() for v in c.values()) and all(
         v["pixels_identical"] for v in rec["vs_pil"].values())
     print("all pixels identical:", rec["all_pixels_identical"])

@@ -31,7 +31,7 @@ import ray
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.records import emit, write_records  # noqa: E402
+from bench.records import emit, load_avg, write_records  # noqa: E402
 
 
 def _start(cpus: int, dashboard: bool) -> None:
@@ -137,10 +137,10 @@ def main() -> None:
     args = ap.parse_args()
     emit(probe="setup", cpus=os.cpu_count(), ray_cpus=args.cpus, ray=ray.__version__,
          python=sys.version.split()[0], date=datetime.now(UTC).isoformat(timespec="seconds"),
-         load_avg=[round(x, 2) for x in os.getloadavg()])
+         load_avg=load_avg())
     actor_startup(args.cpus, 2 if args.quick else 5)
     idle_cpu(args.cpus, 3.0 if args.quick else 20.0)
-    emit(probe="end", load_avg=[round(x, 2) for x in os.getloadavg()],
+    emit(probe="end", load_avg=load_avg(),
          date=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.quick and not args.out:
         return

@@ -23,10 +23,20 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows (e.g. ``x86_64``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     """What a results file says of the CPU machine it ran on (``load_avg_after`` is the caller's)."""
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "load_avg_before": load_avg()}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_before": load_avg()}
 
 
 def write_json(out: Path, obj: Any) -> None:
