@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.records import emit, write_records  # noqa: E402
+from bench.records import emit, load_avg, write_records  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.sample.generate import generate_u8, load_generator  # noqa: E402
 from pipeline.spec import JobSpec, load_spec, parse_spec  # noqa: E402
@@ -370,10 +370,44 @@ def overhead_spec(out: Path, data_path: str, use_gpu: bool, epochs: int) -> JobS
                        "gate": {"measure": False}, "storage": str(out / "train-runs")})
 
 
-def train_overhead(spec: JobSpec, label: str) -> None:
+def _empty_loop(config: dict) -> dict:
+    return {"entered": time.time()}
+
+
+def train_floor(spec: JobSpec, label: str, reps: int) -> float:
+    """Ray Train's own fixed cost for this job's shape: ``fit()`` of a loop that returns at once, with
+    the job's workers, resources, GPU and backend, the controller poll ``train()`` sets, no dataset
+    and no checkpoint. Best of ``reps``; also split at the loop's first line."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.plan import train_resources
+    from pipeline.train.trainer import POLL_INTERVAL_S
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
+    tr = spec.train
+    fits, to_loop = [], []
+    for i in range(reps):
+        t = time.time()
+        res = TorchTrainer(
+            _empty_loop, torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu,
+                                                   resources_per_worker=train_resources(spec).bundle),
+            run_config=ray.train.RunConfig(name=f"floor-{tr.num_workers}-{i}", storage_path=str(Path(spec.storage) / "floor")),
+        ).fit()
+        fits.append(time.time() - t)
+        to_loop.append(res.return_value["entered"] - t)
+    emit(probe="train_floor", job=label, workers=tr.num_workers, use_gpu=tr.use_gpu, fit_s=[round(x, 2) for x in fits],
+         to_loop_s=[round(x, 2) for x in to_loop], best_fit_s=round(min(fits), 2),
+         what="Ray Train fit() of a loop that returns at once, this job's scaling and backend")
+    return min(fits)
+
+
+def train_overhead(spec: JobSpec, label: str, floor_reps: int = 2) -> None:
     """Ray Train as the user feels it: the whole ``train()`` call (worker start-up, per-checkpoint
     reports, checkpoint writes) against a plain single-process PyTorch loop doing the same optimizer
-    steps on the same global batch (workers x batch) with all the workers' CPU threads."""
+    steps on the same global batch (workers x batch) with all the workers' CPU threads; beside it,
+    Ray Train's own floor for the job's shape (:func:`train_floor`), and the call less that floor."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from pipeline.data import load_dataset
@@ -416,6 +450,7 @@ def train_overhead(spec: JobSpec, label: str) -> None:
     torch.set_num_threads(threads)
     plain = float(np.median(rates[1:] or rates))
     ray_epochs_s = sum(h["seconds"] for h in res.history)  # rank 0's own clock, steps only
+    floor = train_floor(spec, label, floor_reps)
     # steady state: median epoch rate after the first (warm-up) epoch; wall: the whole call, split
     # into the epochs' steps and everything else (start-up, reports and checkpoints, shutdown)
     emit(probe="train_overhead", job=label, ray_train_img_per_s=round(ray_rate), plain_img_per_s=round(plain),
@@ -423,7 +458,8 @@ def train_overhead(spec: JobSpec, label: str) -> None:
          plain_wall_s=round(plain_wall, 1), wall_ratio=round(ray_wall / plain_wall, 2),
          ray_train_epochs_s=round(ray_epochs_s, 1), ray_train_outside_epochs_s=round(ray_wall - ray_epochs_s, 1),
          plain_epochs_s=round(plain_epochs_s, 1), plain_outside_epochs_s=round(plain_wall - plain_epochs_s, 1),
-         epochs_ratio=round(ray_epochs_s / plain_epochs_s, 2),
+         epochs_ratio=round(ray_epochs_s / plain_epochs_s, 2), ray_train_phases_s=res.phases,
+         ray_train_floor_s=round(floor, 1), wall_ratio_less_floor=round((ray_wall - floor) / plain_wall, 2),
          epochs=spec.train.epochs, workers=world, batch_per_worker=per_worker, train_images=len(data.train_x))
 
 
@@ -743,7 +779,7 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
     spec = bench_spec(work / "free", n, shard, False, mode="split", num_actors=1)
     pool_path, what = free_pool(work / "free-pool", spec, make_checkpoint(spec, work / "free-ckpt"))
     emit(probe="free_setup", images=what, pool=FREE_POOL, n=n, shard_size=shard, cores=cores,
-         load_avg=[round(x, 2) for x in os.getloadavg()], png=_encoder_info())
+         load_avg=load_avg(), png=_encoder_info())
     if ray.is_initialized():
         ray.shutdown()  # the ceiling runs without Ray, on an idle machine
     ceiling, cinfo = free_ceiling(spec, pool_path, work / "free-ceiling")
@@ -837,7 +873,7 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
                    peer_cpu_efficiency_vs_ceiling=cpu_eff(peer_cpu),
                    ceiling_img_per_s=round(ceiling), ceiling_cpu_ms_per_1k_images=ceil_cpu,
                    targets={"pipeline_vs_ceiling": 0.8, "pipeline_vs_peer": 1.5},
-                   load_avg=[round(x, 2) for x in os.getloadavg()])
+                   load_avg=load_avg())
     return summary
 
 
@@ -855,15 +891,16 @@ def train_probes(spec: JobSpec, ckpt: str, device: str, work: Path, quick: bool,
     model, one worker, large batches) and the shipped digits demo, each as the whole call."""
     cuda = device == "cuda"
     train_n = train_n or (131_072 if cuda else (1_024 if quick else 2_048))
+    floor_reps = 1 if quick or cuda else 2  # GPU: sampling.py is one step of gpu.sh's short window
     train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
-                                 epochs=2 if quick else (6 if cuda else 4)), "long epochs")
+                                 epochs=2 if quick else (6 if cuda else 4)), "long epochs", floor_reps)
     # on GPUs one worker per GPU at most: the shipped 2 workers would wait for a second GPU forever
     demo_train = {"use_gpu": cuda, **({"num_workers": min(2, torch.cuda.device_count())} if cuda else {})}
     demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
                                                       "gate": {"measure": False}, "train": demo_train})
     if quick:
         demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 4, "checkpoint_every": 2})})
-    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)")
+    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)", floor_reps)
 
 
 def train_main(args: argparse.Namespace) -> None:
@@ -874,7 +911,7 @@ def train_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-train-"))
     emit(probe="setup", device=device_label(cuda),
          cpus=os.cpu_count(), torch=torch.__version__, quick=args.quick, train_n=args.train_n,
-         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
+         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=load_avg())
     try:
         spec = bench_spec(work, 1_000, 500, cuda)
         ckpt = make_checkpoint(spec, work / "ckpt")
@@ -885,7 +922,7 @@ def train_main(args: argparse.Namespace) -> None:
 
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    emit(probe="end", load_avg=[round(x, 2) for x in os.getloadavg()],
+    emit(probe="end", load_avg=load_avg(),
          date=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.quick and not args.out:
         return
@@ -908,12 +945,12 @@ def free_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-free-"))
     emit(probe="setup", device=device_label(cuda),
          cpus=os.cpu_count(), n=n, torch=torch.__version__, quick=args.quick,
-         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=[round(x, 2) for x in os.getloadavg()])
+         date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=load_avg())
     try:
         free_generator_probe(work, n, free_shard_size(n), reps=1 if args.quick else 2, light=args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    emit(probe="end", load_avg=[round(x, 2) for x in os.getloadavg()],
+    emit(probe="end", load_avg=load_avg(),
          date=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.quick and not args.out:
         return

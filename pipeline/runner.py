@@ -332,6 +332,9 @@ def train_and_gate(plan: Any, data: Any, board: Any, rep: Any, judge: dict[str, 
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
         task.update(cur.train.epochs, "done" if not tres.skipped else "already trained")
+        if tres.phases:
+            rep.message(f"training took {tres.seconds:.1f} s: "
+                        + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in tres.phases.items()))
         if not cur.gate.measure:
             return Trained(tres, cur, None, attempt)
         metrics = evaluate_checkpoint(cur, data, tres.checkpoint.url, rep, judge, plan.evaluate)

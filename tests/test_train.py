@@ -27,6 +27,13 @@ def test_ddp_training_checkpoints_everything_and_resumes(ray_local, tiny_spec, t
     assert all(torch.isfinite(torch.tensor(h["loss_g"])) for h in res.history)
     # every epoch draws a new sample order (DistributedSampler.set_epoch)
     assert res.history[0]["order_crc32"] != res.history[1]["order_crc32"]
+    # where the call's wall time went: rank 0's wall-clock marks fall inside fit() and in order,
+    # so the phases are all >= 0 and add up to the call
+    ph = res.phases
+    assert list(ph) == ["before_fit", "worker_start", "worker_setup", "epochs", "reports", "finish", "after_fit"]
+    assert all(v >= 0 for v in ph.values()), ph
+    assert ph["epochs"] > 0 and ph["reports"] > 0 and ph["worker_start"] > 0
+    assert sum(ph.values()) == pytest.approx(res.seconds, abs=0.05)
 
     state, info = load_checkpoint(res.checkpoint.url)
     assert set(state["model"]["nets"]) == {"generator", "discriminator"}
@@ -36,7 +43,7 @@ def test_ddp_training_checkpoints_everything_and_resumes(ray_local, tiny_spec, t
 
     # the finished run is recognised and not trained again
     again = train(spec, "2026-01-01", _meta(spec))
-    assert again.skipped and again.checkpoint.digest == info.digest
+    assert again.skipped and again.checkpoint.digest == info.digest and again.phases == {}
 
     # with the completion marker gone, Ray Train V2 finds the run's last checkpoint (same name and
     # storage path) and the loop resumes from it instead of starting over

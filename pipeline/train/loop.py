@@ -73,6 +73,7 @@ def _say(text: str) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    entered = time.time()  # wall clock (the driver's too): where the call's time goes, see TrainResult.phases
     import ray
     import ray.train
     import ray.train.torch
@@ -131,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = {"epoch": start_epoch, "step": step}
     first_epoch = start_epoch
+    ready, reports_s = time.time(), 0.0
     for epoch in range(start_epoch, tr.epochs):
         if rank == 0:
             maybe_exit(config.get("faults"), "train_exit_at_epoch", epoch)
@@ -172,6 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         # training wait seconds per epoch: report (with a checkpoint) only every checkpoint_every
         # epochs. Progress reaches the driver through the progress actor, which never blocks.
         if (epoch + 1) % tr.checkpoint_every == 0 or last:
+            t_report = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt_obj = None
                 if rank == 0:
@@ -179,7 +182,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                                        train_hash=config["train_hash"], meta=config["meta"]).save(tmp)
                     ckpt_obj = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt_obj, checkpoint_dir_name=f"epoch-{epoch + 1:05d}")
+            reports_s += time.perf_counter() - t_report
         result = {"epoch": epoch + 1, "step": step, **metrics}
     result["history"] = history
     result["start_epoch"] = first_epoch
+    result["timings"] = {"entered": entered, "ready": ready, "reports_s": reports_s, "left": time.time()}
     return result

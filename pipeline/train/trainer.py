@@ -53,6 +53,30 @@ class TrainResult:
     skipped: bool = False  # the run had already finished: nothing trained
     seconds: float = 0.0
     recovered_from: str | None = None  # the run's newest checkpoint was damaged: resumed from this one
+    #: where the call's wall time went, in seconds (see :func:`_phases`); empty when nothing trained
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _phases(t_call: float, t_fit: float, t_fitted: float, t_end: float, timings: dict[str, float] | None
+            ) -> dict[str, float]:
+    """The call's wall time split at rank 0's own marks (``timings`` from the loop's return value,
+    wall-clock times; on a multi-node cluster they carry that node's clock offset):
+
+    before_fit (the driver: done and resume checks, data opened), worker_start (Ray Train's
+    controller and worker group started, the process group set up, up to the loop's first line),
+    worker_setup (the loop's imports, model, DDP wrap, checkpoint load, data), epochs (the steps),
+    reports (checkpoint writes and ``ray.train.report``, each waiting for the controller's poll),
+    finish (the loop's return to ``fit()`` returning: the worker group shut down), after_fit (the
+    final checkpoint read back, done.json written)."""
+    out = {"before_fit": t_fit - t_call}
+    if timings:
+        out.update(worker_start=timings["entered"] - t_fit, worker_setup=timings["ready"] - timings["entered"],
+                   epochs=timings["left"] - timings["ready"] - timings["reports_s"], reports=timings["reports_s"],
+                   finish=t_fitted - timings["left"])
+    else:  # an older loop's checkpoint run, or a resume that had nothing left to do
+        out["fit"] = t_fitted - t_fit
+    out["after_fit"] = t_end - t_fitted
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def storage_for_ray(url: str, storage_options: dict[str, Any]) -> tuple[str, Any]:
@@ -192,7 +216,7 @@ def train(
 
     from pipeline.publish.storage import join
 
-    t0 = time.perf_counter()
+    t0, t_call = time.perf_counter(), time.time()
     so = spec.storage_options
     root = join(spec.storage, spec.name, "train")
     name = run_name(spec, date, attempt)
@@ -258,7 +282,9 @@ def train(
             logging_config=ray.train.LoggingConfig(log_level=ray_train_log_level),
         ),
     )
+    t_fit = time.time()
     result = trainer.fit()
+    t_fitted = time.time()
     if result.error is not None:
         raise TrainingError(f"training failed: {result.error}") from None
     if result.checkpoint is None:
@@ -269,8 +295,9 @@ def train(
     resumed = int((result.return_value or {}).get("start_epoch", 0)) > 0
     _write_done(run_url, so, {"checkpoint": ckpt_url, "digest": info.digest, "epoch": info.epoch})
     resumed = resumed or recovered_from is not None
+    phases = _phases(t_call, t_fit, t_fitted, time.time(), (result.return_value or {}).get("timings"))
     return TrainResult(info, history, resumed=resumed, seconds=time.perf_counter() - t0,
-                       recovered_from=recovered_from)
+                       recovered_from=recovered_from, phases=phases)
 
 
 def _ray_path_to_url(root_url: str, storage_path: str, ckpt_path: str) -> str:
