@@ -205,7 +205,8 @@ if samp is not None:
                         probes(samp, "sampling_peak_memory_mb")), None),
         "ddim_img_per_s": {p["steps"]: p["img_per_s"] for p in probes(samp, "ddpm_ddim")},
         "train_overhead": [{k: p.get(k) for k in ("job", "ray_train_img_per_s", "plain_img_per_s", "overhead",
-                                                  "ray_train_wall_s", "plain_wall_s", "workers")}
+                                                  "ray_train_wall_s", "plain_wall_s", "wall_ratio",
+                                                  "ray_train_floor_s", "workers")}
                            for p in probes(samp, "train_overhead")],
         "summary": next(({k: v for k, v in p.items() if k != "probe"} for p in probes(samp, "summary")), None),
         "complete": not probes(samp, "incomplete"),

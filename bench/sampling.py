@@ -403,20 +403,12 @@ def train_floor(spec: JobSpec, label: str, reps: int) -> float:
     return min(fits)
 
 
-def train_overhead(spec: JobSpec, label: str, floor_reps: int = 2) -> None:
-    """Ray Train as the user feels it: the whole ``train()`` call (worker start-up, per-checkpoint
-    reports, checkpoint writes) against a plain single-process PyTorch loop doing the same optimizer
-    steps on the same global batch (workers x batch) with all the workers' CPU threads; beside it,
-    Ray Train's own floor for the job's shape (:func:`train_floor`), and the call less that floor."""
+def _plain_loop(spec: JobSpec) -> dict:
+    """The baseline: one process, all the workers' CPU threads, the same optimizer steps on the same
+    global batch (workers x batch), epoch by epoch (wall seconds from the data load on)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from pipeline.data import load_dataset
-    from pipeline.train import train
-
-    t = time.perf_counter()
-    res = train(spec, "2026-01-01", {"bench": True})
-    ray_wall = time.perf_counter() - t
-    ray_rate = float(np.median([h["images_per_s"] for h in res.history[1:]] or [res.history[0]["images_per_s"]]))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(spec.train.num_workers * spec.train.cpus_per_worker)))
@@ -430,7 +422,7 @@ def train_overhead(spec: JobSpec, label: str, floor_reps: int = 2) -> None:
     steps_per_epoch = (len(data.train_x) // world) // per_worker  # what each DDP worker does per epoch
     loader = DataLoader(TensorDataset(data.train_x, data.train_y), batch_size=per_worker * world, shuffle=True,
                         drop_last=True)
-    rates, plain_epochs_s = [], 0.0
+    rates, epochs_s = [], 0.0
     for _ in range(spec.train.epochs):
         t, seen = time.perf_counter(), 0
         for i, (x, y) in enumerate(loader):
@@ -444,23 +436,63 @@ def train_overhead(spec: JobSpec, label: str, floor_reps: int = 2) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
-        plain_epochs_s += dt
+        epochs_s += dt
         rates.append(seen / dt)
-    plain_wall = time.perf_counter() - t_plain
+    wall = time.perf_counter() - t_plain
     torch.set_num_threads(threads)
-    plain = float(np.median(rates[1:] or rates))
-    ray_epochs_s = sum(h["seconds"] for h in res.history)  # rank 0's own clock, steps only
+    return {"wall": wall, "epochs_s": epochs_s, "rate": float(np.median(rates[1:] or rates)), "world": world,
+            "per_worker": per_worker, "train_images": len(data.train_x)}
+
+
+def train_overhead(spec: JobSpec, label: str, floor_reps: int = 2, pairs: int = 1) -> None:
+    """Ray Train as the user feels it: the whole ``train()`` call (worker start-up, per-checkpoint
+    reports, checkpoint writes) against a plain single-process PyTorch loop doing the same optimizer
+    steps (:func:`_plain_loop`), in ``pairs`` rounds that alternate which goes first (this machine's
+    speed drifts by 10-20 % over minutes: the figures are the rounds' medians, each round beside
+    them); then Ray Train's own floor for the job's shape (:func:`train_floor`), and the call less it."""
+    from pipeline.train import train
+
+    rounds = []
+    for k in range(pairs):
+        def ray_call(k: int = k) -> tuple[float, object]:
+            t = time.perf_counter()
+            res = train(spec, f"2026-01-{k + 1:02d}", {"bench": True})  # a new run each round
+            return time.perf_counter() - t, res
+
+        if k % 2:
+            plain = _plain_loop(spec)
+            ray_wall, res = ray_call()
+        else:
+            ray_wall, res = ray_call()
+            plain = _plain_loop(spec)
+        ray_rate = float(np.median([h["images_per_s"] for h in res.history[1:]] or [res.history[0]["images_per_s"]]))
+        ray_epochs_s = sum(h["seconds"] for h in res.history)  # rank 0's own clock, steps only
+        rounds.append({"ray_first": k % 2 == 0, "ray_train_img_per_s": round(ray_rate), "plain_img_per_s": round(plain["rate"]),
+                       "ray_train_wall_s": round(ray_wall, 1), "plain_wall_s": round(plain["wall"], 1),
+                       "wall_ratio": round(ray_wall / plain["wall"], 2), "ray_train_epochs_s": round(ray_epochs_s, 1),
+                       "plain_epochs_s": round(plain["epochs_s"], 1),
+                       "epochs_ratio": round(ray_epochs_s / plain["epochs_s"], 2), "ray_train_phases_s": res.phases})
     floor = train_floor(spec, label, floor_reps)
+
+    def med(key: str) -> float:
+        return float(np.median([r[key] for r in rounds]))
+
+    ray_wall, plain_wall = med("ray_train_wall_s"), med("plain_wall_s")
+    ray_epochs_s, plain_epochs_s = med("ray_train_epochs_s"), med("plain_epochs_s")
     # steady state: median epoch rate after the first (warm-up) epoch; wall: the whole call, split
     # into the epochs' steps and everything else (start-up, reports and checkpoints, shutdown)
-    emit(probe="train_overhead", job=label, ray_train_img_per_s=round(ray_rate), plain_img_per_s=round(plain),
-         overhead=round(1 - ray_rate / plain, 3), ray_train_wall_s=round(ray_wall, 1),
-         plain_wall_s=round(plain_wall, 1), wall_ratio=round(ray_wall / plain_wall, 2),
-         ray_train_epochs_s=round(ray_epochs_s, 1), ray_train_outside_epochs_s=round(ray_wall - ray_epochs_s, 1),
-         plain_epochs_s=round(plain_epochs_s, 1), plain_outside_epochs_s=round(plain_wall - plain_epochs_s, 1),
-         epochs_ratio=round(ray_epochs_s / plain_epochs_s, 2), ray_train_phases_s=res.phases,
-         ray_train_floor_s=round(floor, 1), wall_ratio_less_floor=round((ray_wall - floor) / plain_wall, 2),
-         epochs=spec.train.epochs, workers=world, batch_per_worker=per_worker, train_images=len(data.train_x))
+    emit(probe="train_overhead", job=label, pairs=pairs, ray_train_img_per_s=round(med("ray_train_img_per_s")),
+         plain_img_per_s=round(med("plain_img_per_s")),
+         overhead=round(1 - med("ray_train_img_per_s") / med("plain_img_per_s"), 3), ray_train_wall_s=ray_wall,
+         plain_wall_s=plain_wall, wall_ratio=round(med("wall_ratio"), 2), ray_train_epochs_s=ray_epochs_s,
+         ray_train_outside_epochs_s=round(ray_wall - ray_epochs_s, 1), plain_epochs_s=plain_epochs_s,
+         plain_outside_epochs_s=round(plain_wall - plain_epochs_s, 1), epochs_ratio=round(med("epochs_ratio"), 2),
+         ray_train_phases_s=rounds[0]["ray_train_phases_s"] if pairs == 1 else None,
+         ray_train_floor_s=round(floor, 1),
+         wall_ratio_less_floor=round(float(np.median([(r["ray_train_wall_s"] - floor) / r["plain_wall_s"]
+                                                      for r in rounds])), 2),
+         epochs=spec.train.epochs, workers=plain["world"], batch_per_worker=plain["per_worker"],
+         train_images=plain["train_images"], rounds=rounds if pairs > 1 else None)
 
 
 # ------------------------------------------------------------------------------- free generator
@@ -900,7 +932,7 @@ def train_probes(spec: JobSpec, ckpt: str, device: str, work: Path, quick: bool,
                                                       "gate": {"measure": False}, "train": demo_train})
     if quick:
         demo = demo.model_copy(update={"train": demo.train.model_copy(update={"epochs": 4, "checkpoint_every": 2})})
-    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)", floor_reps)
+    train_overhead(demo, "digits demo (jobs/digits-dcgan.yaml)", floor_reps, pairs=1 if quick or cuda else 3)
 
 
 def train_main(args: argparse.Namespace) -> None:
