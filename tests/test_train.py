@@ -54,6 +54,46 @@ def test_ddp_training_checkpoints_everything_and_resumes(ray_local, tiny_spec, t
     assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
+def test_the_backend_config_reaches_ray_trains_controller_without_torch(tiny_spec, tmp_path):
+    """What Ray Train's controller unpickles and calls of the backend (its set-up callbacks build
+    ``backend_cls()``, read ``share_cuda_visible_devices``, ``framework``, ``train_func_context``)
+    imports no torch in a fresh interpreter; Ray's own TorchConfig does (~1.8 s in a fresh process on
+    the critical path of every training call). The set-up itself runs in the DDP test above."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+    from ray.train.torch import TorchConfig
+
+    from pipeline.train.backend import TorchBackendConfig
+    from pipeline.train.trainer import backend_config
+
+    assert backend_config(tiny_spec("gpu", train={"use_gpu": True})).backend == "nccl"
+    cfg = backend_config(tiny_spec("cpu"))
+    assert isinstance(cfg, TorchBackendConfig) and cfg.backend == "gloo"
+    assert cfg.timeout_s == TorchConfig().timeout_s  # Ray's default process-group timeout
+    blob = tmp_path / "cfg.pkl"
+    theirs = tmp_path / "theirs.pkl"
+    blob.write_bytes(cloudpickle.dumps(cfg))
+    theirs.write_bytes(cloudpickle.dumps(TorchConfig(backend="gloo")))
+    check = (
+        "import pickle, sys\n"
+        "c = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "b = c.backend_cls()\n"
+        "assert b.share_cuda_visible_devices is True and c.framework.name == 'TORCH'\n"
+        "assert c.train_func_context is not None and c.backend == 'gloo'\n"
+        "print('torch' in sys.modules)\n"
+    )
+
+    def imports_torch(path):
+        out = subprocess.run([sys.executable, "-c", check, str(path)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip() == "True"
+
+    assert not imports_torch(blob)
+    assert imports_torch(theirs)  # the check can see the import it guards against
+
+
 def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tiny_spec, tmp_path, monkeypatch):
     spec = tiny_spec("fault", train={"epochs": 3, "max_failures": 1})
     markers = tmp_path / "markers"  # rank 0 calls os._exit at the start of epoch index 2

@@ -212,7 +212,7 @@ def train(
     ``ray_datasets()`` what Ray Train shards among them (streamed data only)."""
     import ray
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from pipeline.publish.storage import join
 
@@ -269,7 +269,7 @@ def train(
             "faults": faults_from_env(),
             "ray_train_log_level": ray_train_log_level,
         },
-        torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
+        torch_config=backend_config(spec),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tr.num_workers, use_gpu=tr.use_gpu, resources_per_worker=worker_resources
         ),
@@ -298,6 +298,15 @@ def train(
     phases = _phases(t_call, t_fit, t_fitted, time.time(), (result.return_value or {}).get("timings"))
     return TrainResult(info, history, resumed=resumed, seconds=time.perf_counter() - t0,
                        recovered_from=recovered_from, phases=phases)
+
+
+def backend_config(spec: JobSpec):
+    """The job's torch process-group set-up: nccl on GPU workers, gloo on CPU, by
+    :class:`pipeline.train.backend.TorchBackendConfig`: Ray's own set-up, less the ~1.8 s torch
+    import in Ray Train's controller (``bench/sampling.py``'s ``train_floor`` times both)."""
+    from pipeline.train.backend import TorchBackendConfig
+
+    return TorchBackendConfig(backend="nccl" if spec.train.use_gpu else "gloo")
 
 
 def _ray_path_to_url(root_url: str, storage_path: str, ckpt_path: str) -> str:
