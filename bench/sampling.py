@@ -377,29 +377,39 @@ def _empty_loop(config: dict) -> dict:
 def train_floor(spec: JobSpec, label: str, reps: int) -> float:
     """Ray Train's own fixed cost for this job's shape: ``fit()`` of a loop that returns at once, with
     the job's workers, resources, GPU and backend, the controller poll ``train()`` sets, no dataset
-    and no checkpoint. Best of ``reps``; also split at the loop's first line."""
+    and no checkpoint. Best of ``reps``; also split at the loop's first line. Beside it, in turns,
+    the same with Ray's own ``TorchConfig`` in place of genpipe's backend config (the torch import
+    in Ray Train's controller that :mod:`pipeline.train.backend` avoids)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.plan import train_resources
-    from pipeline.train.trainer import POLL_INTERVAL_S
+    from pipeline.train.trainer import POLL_INTERVAL_S, backend_config
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
     tr = spec.train
-    fits, to_loop = [], []
+    fits, to_loop, ray_fits = [], [], []
     for i in range(reps):
-        t = time.time()
-        res = TorchTrainer(
-            _empty_loop, torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu,
-                                                   resources_per_worker=train_resources(spec).bundle),
-            run_config=ray.train.RunConfig(name=f"floor-{tr.num_workers}-{i}", storage_path=str(Path(spec.storage) / "floor")),
-        ).fit()
-        fits.append(time.time() - t)
-        to_loop.append(res.return_value["entered"] - t)
+        for ours in ((True, False) if i % 2 == 0 else (False, True)):
+            cfg = backend_config(spec) if ours else TorchConfig(backend=backend_config(spec).backend)
+            t = time.time()
+            res = TorchTrainer(
+                _empty_loop, torch_config=cfg,
+                scaling_config=ray.train.ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu,
+                                                       resources_per_worker=train_resources(spec).bundle),
+                run_config=ray.train.RunConfig(name=f"floor-{tr.num_workers}-{i}-{'ours' if ours else 'ray'}",
+                                               storage_path=str(Path(spec.storage) / "floor")),
+            ).fit()
+            if ours:
+                fits.append(time.time() - t)
+                to_loop.append(res.return_value["entered"] - t)
+            else:
+                ray_fits.append(time.time() - t)
     emit(probe="train_floor", job=label, workers=tr.num_workers, use_gpu=tr.use_gpu, fit_s=[round(x, 2) for x in fits],
          to_loop_s=[round(x, 2) for x in to_loop], best_fit_s=round(min(fits), 2),
-         what="Ray Train fit() of a loop that returns at once, this job's scaling and backend")
+         ray_torch_config_fit_s=[round(x, 2) for x in ray_fits], ray_torch_config_best_fit_s=round(min(ray_fits), 2),
+         what="Ray Train fit() of a loop that returns at once, this job's scaling and backend; "
+              "ray_torch_config_*: the same with Ray's TorchConfig, in turns")
     return min(fits)
 
 
@@ -918,14 +928,18 @@ def _encoder_info() -> dict | None:
         return None
 
 
-def train_probes(spec: JobSpec, ckpt: str, device: str, work: Path, quick: bool, train_n: int | None = None) -> None:
-    """Both Ray Train overhead probes: a job with long epochs (``train_n`` images of the bench
-    model, one worker, large batches) and the shipped digits demo, each as the whole call."""
+def train_probes(spec: JobSpec, ckpt: str, device: str, work: Path, quick: bool, train_n: int | None = None,
+                 jobs: tuple[str, ...] = ("long", "demo")) -> None:
+    """The Ray Train overhead probes (``jobs``): a job with long epochs (``train_n`` images of the
+    bench model, one worker, large batches) and the shipped digits demo, each as the whole call."""
     cuda = device == "cuda"
     train_n = train_n or (131_072 if cuda else (1_024 if quick else 2_048))
     floor_reps = 1 if quick or cuda else 2  # GPU: sampling.py is one step of gpu.sh's short window
-    train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
+    if "long" in jobs:
+        train_overhead(overhead_spec(work, training_set(spec, ckpt, device, train_n, work / "train-data"), cuda,
                                  epochs=2 if quick else (6 if cuda else 4)), "long epochs", floor_reps)
+    if "demo" not in jobs:
+        return
     # on GPUs one worker per GPU at most: the shipped 2 workers would wait for a second GPU forever
     demo_train = {"use_gpu": cuda, **({"num_workers": min(2, torch.cuda.device_count())} if cuda else {})}
     demo = load_spec(ROOT / "jobs/digits-dcgan.yaml", {"storage": str(work / "demo-runs"),
@@ -942,13 +956,13 @@ def train_main(args: argparse.Namespace) -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     work = Path(tempfile.mkdtemp(prefix="genpipe-bench-train-"))
     emit(probe="setup", device=device_label(cuda),
-         cpus=os.cpu_count(), torch=torch.__version__, quick=args.quick, train_n=args.train_n,
+         cpus=os.cpu_count(), torch=torch.__version__, quick=args.quick, train_n=args.train_n, jobs=args.train_jobs,
          date=datetime.now(UTC).isoformat(timespec="seconds"), load_avg=load_avg())
     try:
         spec = bench_spec(work, 1_000, 500, cuda)
         ckpt = make_checkpoint(spec, work / "ckpt")
         _ray_init(None)
-        train_probes(spec, ckpt, device, work, args.quick, args.train_n)
+        train_probes(spec, ckpt, device, work, args.quick, args.train_n, tuple(args.train_jobs.split(",")))
     finally:
         import ray
 
@@ -1004,6 +1018,8 @@ def main() -> None:
     ap.add_argument("--train-overhead", action="store_true",
                     help="only Ray Train's overhead, the whole call against a plain loop (long epochs and the "
                          "digits demo); writes bench/results/train-overhead-<device>.json")
+    ap.add_argument("--train-jobs", default="long,demo",
+                    help="with --train-overhead: which probes, comma-separated (long, demo)")
     ap.add_argument("--train-n", type=int, default=None,
                     help="images of the long-epoch training job (an epoch's length scales with it)")
     args = ap.parse_args()
