@@ -72,6 +72,7 @@ def test_the_backend_config_reaches_ray_trains_controller_without_torch(tiny_spe
     cfg = backend_config(tiny_spec("cpu"))
     assert isinstance(cfg, TorchBackendConfig) and cfg.backend == "gloo"
     assert cfg.timeout_s == TorchConfig().timeout_s  # Ray's default process-group timeout
+    assert cfg.to_dict() == TorchConfig(backend="gloo").to_dict()  # what Ray Train's run state records
     blob = tmp_path / "cfg.pkl"
     theirs = tmp_path / "theirs.pkl"
     blob.write_bytes(cloudpickle.dumps(cfg))

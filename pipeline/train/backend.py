@@ -49,6 +49,10 @@ class TorchBackendConfig(BackendConfig):
 
         return TrainingFramework.TORCH
 
+    def to_dict(self) -> dict:
+        """What Ray Train's run state shows of the backend: TorchConfig's three fields."""
+        return {"backend": self.backend, "init_method": "env", "timeout_s": self.timeout_s}
+
 
 class _TrainFuncContext:
     """Ray's ``TorchConfigContextManager`` (the worker's CUDA device made current), imported on
