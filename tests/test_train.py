@@ -95,6 +95,53 @@ def test_the_backend_config_reaches_ray_trains_controller_without_torch(tiny_spe
     assert imports_torch(theirs)  # the check can see the import it guards against
 
 
+def test_the_backend_config_picks_and_shuts_down_as_rays_does(monkeypatch):
+    """Ray's TorchConfig rules carried over: no backend given means nccl on GPU workers, gloo
+    else; the shutdown wait reads TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S as an integer, and a
+    value that is not one falls back to the default instead of raising after the calls went out."""
+    import ray
+    from ray.train.constants import (
+        DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+        TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+    )
+    from ray.train.torch import TorchConfig
+
+    from pipeline.train.backend import TorchBackendConfig, resolve_backend
+
+    assert TorchBackendConfig().backend is None and TorchBackendConfig().to_dict() == TorchConfig().to_dict()
+    assert resolve_backend({"CPU": 1, "GPU": 1}) == "nccl"
+    assert resolve_backend({"CPU": 2}) == resolve_backend({"CPU": 1, "GPU": 0}) == "gloo"
+
+    class Group:  # the two calls on_shutdown makes of Ray Train's worker group
+        def __len__(self):
+            return 2
+
+        def execute_async(self, fn, **kw):
+            self.sent = (fn.__name__, kw)
+            return ["future"]
+
+    waits = []
+    monkeypatch.setattr(ray, "get", lambda futures, timeout: waits.append(timeout))
+    cfg = TorchBackendConfig()
+    for value, expected in (("7", 7), ("soon", DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)):
+        monkeypatch.setenv(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, value)
+        group = Group()
+        cfg.backend_cls().on_shutdown(group, cfg)
+        assert group.sent == ("_shutdown_worker", {"destroy_process_group": True})
+        assert waits.pop() == expected
+
+
+def test_training_refuses_ray_train_v1(tiny_spec, monkeypatch):
+    """genpipe's backend and resumption are Ray Train V2's; RAY_TRAIN_V2_ENABLED=0 is refused
+    (exit 2) before Ray Train is asked for anything."""
+    from pipeline.errors import BadInput
+
+    spec = tiny_spec("v1")
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "0")
+    with pytest.raises(BadInput, match="RAY_TRAIN_V2_ENABLED=0"):
+        train(spec, "2026-01-01", _meta(spec))
+
+
 def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tiny_spec, tmp_path, monkeypatch):
     spec = tiny_spec("fault", train={"epochs": 3, "max_failures": 1})
     markers = tmp_path / "markers"  # rank 0 calls os._exit at the start of epoch index 2

@@ -12,10 +12,12 @@ inside the functions the controller sends them (:func:`_setup_worker`, :func:`_s
 What it does, in the order of ``ray.train.torch.config._TorchBackend`` (Ray 2.60, pinned in
 ``pyproject.toml``): rank 0's address and a free port; on every worker MASTER_ADDR/MASTER_PORT,
 the torchrun variables (LOCAL_RANK, RANK, WORLD_SIZE, ...) and ``init_process_group`` with the given
-backend (gloo or nccl, ``env://``); on shutdown the process group destroyed (more than one worker)
-and the CUDA caches emptied, waiting ``TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S`` at most; around the
-training function, the worker's CUDA device set as current. TPU / HCCL set-ups are not carried:
-genpipe trains on CPU or CUDA only (``train.use_gpu``)."""
+backend (``env://``; none given: nccl when the workers have GPUs, else gloo, as Ray picks); on
+shutdown the process group destroyed (more than one worker) and the CUDA caches emptied, waiting ``TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S`` at most; around the
+training function, the worker's CUDA device set as current. Not carried, as genpipe does not use
+them: the TPU / HCCL set-ups, ``init_method="tcp"``, and Ray Train V1's worker group (Ray sets the
+torchrun variables there only once V1's session exists; :func:`pipeline.train.trainer.train`
+refuses to run with ``RAY_TRAIN_V2_ENABLED=0``)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 class TorchBackendConfig(BackendConfig):
     """``ray.train.torch.TorchConfig``'s fields and behaviour for gloo / nccl (see the module)."""
 
-    backend: str = "gloo"
+    backend: str | None = None  # None: nccl on GPU workers, else gloo (Ray's rule)
     timeout_s: int = 1800
 
     @property
@@ -52,6 +54,11 @@ class TorchBackendConfig(BackendConfig):
     def to_dict(self) -> dict:
         """What Ray Train's run state shows of the backend: TorchConfig's three fields."""
         return {"backend": self.backend, "init_method": "env", "timeout_s": self.timeout_s}
+
+
+def resolve_backend(resources_per_worker: dict) -> str:
+    """Ray's choice when no backend is given: nccl for workers with a GPU, else gloo."""
+    return "nccl" if resources_per_worker.get("GPU", 0) > 0 else "gloo"
 
 
 class _TrainFuncContext:
@@ -92,15 +99,17 @@ class _TorchBackend(Backend):
         import ray
         from ray.train._internal.utils import get_address_and_port
 
+        backend = backend_config.backend or resolve_backend(worker_group.get_resources_per_worker())
         addr, port = worker_group.execute_single(0, get_address_and_port)
         n = len(worker_group)
         ray.get([worker_group.execute_single_async(i, _setup_worker, addr=addr, port=port,
-                                                   backend=backend_config.backend, world_rank=i, world_size=n,
+                                                   backend=backend, world_rank=i, world_size=n,
                                                    timeout_s=backend_config.timeout_s)
                  for i in range(n)])
 
     def on_shutdown(self, worker_group, backend_config: TorchBackendConfig) -> None:
         import ray
+        from ray._private.ray_constants import env_integer
         from ray.exceptions import GetTimeoutError
         from ray.train.constants import (
             DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
@@ -108,8 +117,9 @@ class _TorchBackend(Backend):
         )
 
         futures = worker_group.execute_async(_shutdown_worker, destroy_process_group=len(worker_group) > 1)
-        timeout_s = float(os.environ.get(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
-                                         DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S))
+        # Ray's reading: a value that is not an integer is logged and the default used, not raised
+        # after the shutdown calls went out
+        timeout_s = env_integer(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
         try:
             ray.get(futures, timeout=timeout_s)
         except GetTimeoutError:

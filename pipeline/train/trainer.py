@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import EXIT_FAILED, GenpipeError
+from pipeline.errors import EXIT_FAILED, BadInput, GenpipeError
 from pipeline.faults import from_env as faults_from_env
 from pipeline.plan import run_name, train_resources  # noqa: F401  (run_name: part of this module's API)
 from pipeline.spec import JobSpec
@@ -245,6 +245,7 @@ def train(
     # report (and the final result) on its poll: 2 s by default, i.e. up to 2 s of idle workers
     # per report. A user's own setting wins.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
+    require_train_v2()
     if data is None:
         from pipeline.data.source import open_source
 
@@ -298,6 +299,17 @@ def train(
     phases = _phases(t_call, t_fit, t_fitted, time.time(), (result.return_value or {}).get("timings"))
     return TrainResult(info, history, resumed=resumed, seconds=time.perf_counter() - t0,
                        recovered_from=recovered_from, phases=phases)
+
+
+def require_train_v2() -> None:
+    """genpipe's training runs on Ray Train V2 (its controller, run state and resumption; the
+    backend of :mod:`pipeline.train.backend` sets the torchrun variables as V2's worker group
+    needs them). ``RAY_TRAIN_V2_ENABLED=0`` would hand it V1's: refused up front (exit 2)."""
+    from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
+
+    if not is_v2_enabled():
+        raise BadInput(f"{V2_ENABLED_ENV_VAR}={os.environ.get(V2_ENABLED_ENV_VAR)}: genpipe trains with "
+                       "Ray Train V2 only (Ray 2.60's default); unset it")
 
 
 def backend_config(spec: JobSpec):
