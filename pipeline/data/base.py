@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pipeline.errors import EXIT_BAD_INPUT, GenpipeError
 from pipeline.spec import DatasetSpec
 
 if TYPE_CHECKING:
+    import torch
+
     from pipeline.data.info import DataInfo
+
+# No torch at import: the streamed sources' decode step (pipeline.data.streaming) runs in Ray
+# Data's workers and is unpickled by Ray Train's controller, neither of which needs torch; the
+# functions below that build tensors import it (tests/test_data_sources.py checks).
 
 
 class DataError(GenpipeError, ValueError):
@@ -83,6 +87,8 @@ class ImageDataset:
             raise DataError(f"dataset.train_fraction must lie in (0, 1], got {fraction}")
         if fraction == 1:
             return self
+        import torch
+
         idx = torch.from_numpy(stratified_subset(self.train_y.numpy(), fraction, seed))
         return ImageDataset(self.train_x[idx].contiguous(), self.train_y[idx].contiguous(), self.test_x, self.test_y,
                             self.class_names, self.key, self.train_x, self.train_y)
@@ -97,6 +103,8 @@ def to_u8_hwc(x: torch.Tensor) -> np.ndarray:
 
 def from_u8_hwc(a: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> [-1, 1] NCHW float."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
 
@@ -140,6 +148,9 @@ def finish(
 
     ``images`` are float NCHW in [-1, 1]; ``split`` gives a source's own train/test split.
     """
+    import torch
+    import torch.nn.functional as F
+
     if spec.channels and images.shape[1] != spec.channels:
         if spec.channels == 1:
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -175,7 +186,7 @@ def source(name: str) -> Callable[[Callable[[DatasetSpec], ImageDataset]], Calla
 
 
 def load_dataset(spec: DatasetSpec) -> ImageDataset:
-    import pipeline.data  # noqa: F401  (registers the sources)
+    from pipeline.data import digits, folder, parquet_source, torchvision_sources  # noqa: F401  (registers them)
 
     try:
         fn = SOURCES[spec.source]

@@ -26,13 +26,15 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pipeline.data.base import DataError, ImageDataset, finish, source
 from pipeline.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import torch
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -143,6 +145,8 @@ def decode_many(items: Sequence[Any], fetch: Callable[[Any], bytes], name_of: Ca
 
 def u8_to_tensor(u8: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> float32 NCHW in [-1, 1]."""
+    import torch
+
     return torch.from_numpy(u8).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
 
 

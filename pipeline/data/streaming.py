@@ -28,15 +28,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pipeline.data.base import DataError
 from pipeline.data.folder import decode_image, display_name, is_local, list_image_folder, open_fs
 from pipeline.data.parquet_source import classlabel_names, list_parquet_files, read_label_space
 from pipeline.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import torch
 
 STREAMING_SOURCES = ("image_folder", "parquet")
 
@@ -224,6 +226,8 @@ def _parquet_labels(fs: Any, files: list[str], spec: DatasetSpec
 
 def to_tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise a (small) streamed split, e.g. the test split for evaluation: (x NCHW, y)."""
+    import torch
+
     xs, ys = [], []
     for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
         xs.append(torch.from_numpy(np.asarray(b["image"], dtype=np.float32)))
