@@ -183,13 +183,3 @@ def source(name: str) -> Callable[[Callable[[DatasetSpec], ImageDataset]], Calla
         return fn
 
     return deco
-
-
-def load_dataset(spec: DatasetSpec) -> ImageDataset:
-    from pipeline.data import digits, folder, parquet_source, torchvision_sources  # noqa: F401  (registers them)
-
-    try:
-        fn = SOURCES[spec.source]
-    except KeyError:
-        raise DataError(f"dataset.source: unknown source {spec.source!r}; known: {sorted(SOURCES)}") from None
-    return fn(spec).with_train_fraction(spec.train_fraction, spec.split_seed)
