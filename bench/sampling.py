@@ -378,12 +378,17 @@ def train_floor(spec: JobSpec, label: str, reps: int) -> float:
     """Ray Train's own fixed cost for this job's shape: ``fit()`` of a loop that returns at once, with
     the job's workers, resources, GPU and backend, the controller poll ``train()`` sets, no dataset
     and no checkpoint. Best of ``reps``; also split at the loop's first line. Beside it, in turns,
-    the same with Ray's own ``TorchConfig`` in place of genpipe's backend config (the torch import
-    in Ray Train's controller that :mod:`pipeline.train.backend` avoids)."""
+    Ray's stock ``TorchTrainer`` and ``TorchConfig`` in place of genpipe's trainer
+    (:mod:`pipeline.train.ray_trainer`: no helper actor processes) and backend config (no torch
+    import in Ray Train's controller, :mod:`pipeline.train.backend`)."""
+    from functools import partial
+
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.plan import train_resources
+    from pipeline.train.pg_guard import new_key, release
+    from pipeline.train.ray_trainer import GenpipeTorchTrainer
     from pipeline.train.trainer import POLL_INTERVAL_S, backend_config
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
@@ -392,8 +397,10 @@ def train_floor(spec: JobSpec, label: str, reps: int) -> float:
     for i in range(reps):
         for ours in ((True, False) if i % 2 == 0 else (False, True)):
             cfg = backend_config(spec) if ours else TorchConfig(backend=backend_config(spec).backend)
+            key = new_key("floor")
+            trainer_cls = partial(GenpipeTorchTrainer, pg_key=key) if ours else TorchTrainer
             t = time.time()
-            res = TorchTrainer(
+            res = trainer_cls(
                 _empty_loop, torch_config=cfg,
                 scaling_config=ray.train.ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu,
                                                        resources_per_worker=train_resources(spec).bundle),
@@ -401,6 +408,7 @@ def train_floor(spec: JobSpec, label: str, reps: int) -> float:
                                                storage_path=str(Path(spec.storage) / "floor")),
             ).fit()
             if ours:
+                release(key)
                 fits.append(time.time() - t)
                 to_loop.append(res.return_value["entered"] - t)
             else:
@@ -408,8 +416,8 @@ def train_floor(spec: JobSpec, label: str, reps: int) -> float:
     emit(probe="train_floor", job=label, workers=tr.num_workers, use_gpu=tr.use_gpu, fit_s=[round(x, 2) for x in fits],
          to_loop_s=[round(x, 2) for x in to_loop], best_fit_s=round(min(fits), 2),
          ray_torch_config_fit_s=[round(x, 2) for x in ray_fits], ray_torch_config_best_fit_s=round(min(ray_fits), 2),
-         what="Ray Train fit() of a loop that returns at once, this job's scaling and backend; "
-              "ray_torch_config_*: the same with Ray's TorchConfig, in turns")
+         what="Ray Train fit() of a loop that returns at once, this job's scaling, genpipe's trainer and backend; "
+              "ray_torch_config_*: the same with Ray's stock TorchTrainer and TorchConfig, in turns")
     return min(fits)
 
 

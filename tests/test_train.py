@@ -93,6 +93,82 @@ def test_the_backend_config_reaches_ray_trains_controller_without_torch(tiny_spe
 
     assert not imports_torch(blob)
     assert imports_torch(theirs)  # the check can see the import it guards against
+    # the placement-group guard genpipe's trainer hands the controller (pipeline.train.ray_trainer)
+    from pipeline.train.pg_guard import PlacementGroupGuard
+
+    guard = tmp_path / "guard.pkl"
+    guard.write_bytes(cloudpickle.dumps(PlacementGroupGuard("k")))
+    out = subprocess.run([sys.executable, "-c", "import pickle, sys\n"
+                          "assert pickle.loads(open(sys.argv[1], 'rb').read()).key == 'k'\n"
+                          "print('torch' in sys.modules)", str(guard)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_genpipe_trainer_swaps_rays_helper_actors_for_the_drivers_guard(ray_local, tmp_path):
+    """What the trainer hands Ray Train's controller: no DatasetManager without Ray Datasets (kept
+    with them), and the driver's placement-group guard in place of Ray's cleaner process."""
+    import ray.data
+    import ray.train
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from pipeline.train.pg_guard import PlacementGroupGuard
+    from pipeline.train.ray_trainer import GenpipeTorchTrainer
+
+    def kinds(**kw):
+        t = GenpipeTorchTrainer(lambda c: None, pg_key="k", scaling_config=ray.train.ScalingConfig(num_workers=1),
+                                run_config=ray.train.RunConfig(name="cb", storage_path=str(tmp_path)), **kw)
+        return [type(c) for c in t._create_default_callbacks()]
+
+    plain = kinds()
+    assert PlacementGroupGuard in plain and PlacementGroupCleanerCallback not in plain
+    assert DatasetsCallback not in plain
+    assert DatasetsCallback in kinds(datasets={"train": ray.data.range(4)})
+
+
+def test_a_dead_controllers_placement_group_is_released_by_the_driver(ray_local, tmp_path):
+    """Ray Train's controller killed mid-run (no graceful shutdown): its worker group's placement
+    group outlives it, holding the job's CPUs (Ray's cleaner process, which genpipe leaves out,
+    would have removed it within ~1 s); the driver's ``release`` removes it and the CPUs come back."""
+    import time
+
+    import ray
+    import ray.train
+    from ray.util.placement_group import placement_group_table
+
+    from pipeline.train.backend import TorchBackendConfig
+    from pipeline.train.pg_guard import new_key, release
+    from pipeline.train.ray_trainer import GenpipeTorchTrainer
+
+    def kill_the_controller(config):
+        import time
+
+        import ray
+        import ray.train
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        if ray.train.get_context().get_world_rank() == 0:
+            ray.kill(get_train_context().controller_actor, no_restart=True)
+        time.sleep(120)
+
+    before = set(placement_group_table())
+    key = new_key("controller-killed")
+    trainer = GenpipeTorchTrainer(
+        kill_the_controller, pg_key=key, torch_config=TorchBackendConfig(backend="gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name="controller-killed", storage_path=str(tmp_path)))
+    with pytest.raises(ray.exceptions.RayActorError):
+        trainer.fit()
+    time.sleep(3)  # past the cleaner's 1 s check: nothing else removes the group
+    left = {k: v["state"] for k, v in placement_group_table().items() if k not in before}
+    assert list(left.values()) == ["CREATED"], left
+    assert release(key) == next(iter(left))
+    assert placement_group_table()[next(iter(left))]["state"] == "REMOVED"
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) >= 2
+    assert release(key) is None  # the record is gone: a second call removes nothing
 
 
 def test_the_backend_config_picks_and_shuts_down_as_rays_does(monkeypatch):

@@ -212,9 +212,10 @@ def train(
     ``ray_datasets()`` what Ray Train shards among them (streamed data only)."""
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from pipeline.publish.storage import join
+    from pipeline.train.pg_guard import new_key, release
+    from pipeline.train.ray_trainer import GenpipeTorchTrainer
 
     t0, t_call = time.perf_counter(), time.time()
     so = spec.storage_options
@@ -252,8 +253,10 @@ def train(
         data = open_source(spec.dataset)
     from pipeline.redaction import public_spec
 
-    trainer = TorchTrainer(
+    pg_key = new_key(name)
+    trainer = GenpipeTorchTrainer(
         train_loop_per_worker,
+        pg_key=pg_key,
         datasets=data.ray_datasets(),  # streamed: each worker reads its shard, never the whole dataset
         train_loop_config={
             # credentials stay out of the config: Ray Train records it (dashboard run state); the
@@ -284,7 +287,12 @@ def train(
         ),
     )
     t_fit = time.time()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:  # the worker group's placement group, if Ray Train's controller died holding it
+        if (left := release(pg_key)) is not None:
+            log.warning("training run %s: Ray Train's controller exited without removing its placement "
+                        "group %s: removed", run_url, left)
     t_fitted = time.time()
     if result.error is not None:
         raise TrainingError(f"training failed: {result.error}") from None
