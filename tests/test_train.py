@@ -171,6 +171,54 @@ def test_a_dead_controllers_placement_group_is_released_by_the_driver(ray_local,
     assert release(key) is None  # the record is gone: a second call removes nothing
 
 
+def test_release_leaves_a_live_controllers_group_and_never_raises(ray_local):
+    """``fit()`` interrupted on the driver (SIGTERM, Ctrl-C) while the controller lives: the group
+    is still the controller's, and ``release`` leaves it. A record it cannot read, or a GCS it
+    cannot reach, is logged, not raised over the exception that ended ``fit()``."""
+    import json
+    import time
+
+    import ray
+    from ray._private.state import actors
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from pipeline.train.pg_guard import KV_NAMESPACE, new_key, release
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def id(self) -> str:
+            return ray.get_runtime_context().get_actor_id()
+
+    live = Controller.remote()
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready(), timeout=60)
+    try:
+        key = new_key("live")
+        _internal_kv_put(key, json.dumps({"pg": pg.id.hex(), "controller": ray.get(live.id.remote())}).encode(),
+                         namespace=KV_NAMESPACE)
+        assert release(key) is None
+        assert placement_group_table(pg)["state"] == "CREATED"  # the live controller's to shut down
+        assert _internal_kv_get(key, namespace=KV_NAMESPACE) is None  # the record is consumed
+
+        controller = ray.get(live.id.remote())
+        ray.kill(live, no_restart=True)  # the same record once its controller is dead: released
+        deadline = time.time() + 30
+        while actors(controller).get("State") != "DEAD":
+            assert time.time() < deadline
+            time.sleep(0.1)
+        _internal_kv_put(key, json.dumps({"pg": pg.id.hex(), "controller": controller}).encode(),
+                         namespace=KV_NAMESPACE)
+        assert release(key) == pg.id.hex()
+        assert placement_group_table(pg)["state"] == "REMOVED"
+
+        _internal_kv_put(key, b"not json", namespace=KV_NAMESPACE)
+        assert release(key) is None  # logged, not raised
+    finally:
+        if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+            remove_placement_group(pg)
+
+
 def test_the_backend_config_picks_and_shuts_down_as_rays_does(monkeypatch):
     """Ray's TorchConfig rules carried over: no backend given means nccl on GPU workers, gloo
     else; the shutdown wait reads TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S as an integer, and a

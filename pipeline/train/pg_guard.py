@@ -10,9 +10,10 @@ and its stop call adds to the shutdown (``bench/sampling.py``'s ``train_floor`` 
 genpipe's driver is always there to see the controller die (``fit()`` raises), so it does the
 same job without the process: :class:`PlacementGroupGuard`, a worker-group callback run inside
 the controller, records each worker group's placement group in the GCS key-value store under a
-key of this call; :func:`release`, called by the driver when ``fit()`` returns or raises, removes
-that placement group if it is still there (the controller removes it itself whenever it shuts
-down normally: then this is a no-op) and deletes the record. If the driver dies too, the job ends
+key of this call, with the controller's actor id; :func:`release`, called by the driver when
+``fit()`` returns or raises, removes that placement group if it is still there and its controller
+is dead (the controller removes it itself whenever it shuts down normally: then this is a no-op;
+a live controller, ``fit()`` interrupted on the driver, keeps it) and deletes the record. If the driver dies too, the job ends
 and Ray removes the job's placement groups itself. Ray's cleaner covers the same window: it
 registers the group at the same callback.
 
@@ -21,6 +22,7 @@ No torch here: this module is unpickled in Ray Train's controller (see
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -36,22 +38,43 @@ def new_key(run: str) -> str:
 
 
 class PlacementGroupGuard(WorkerGroupCallback):
-    """In the controller: each started worker group's placement group id, under ``key``."""
+    """In the controller: each started worker group's placement group id, and the controller's
+    own actor id, under ``key``. Never raises: like Ray's cleaner callback, a failure to record
+    is logged, not allowed to fail the worker group's start (the group would be orphaned with no
+    record to release it by)."""
 
     def __init__(self, key: str):
         self.key = key
 
     def after_worker_group_start(self, worker_group) -> None:
-        from ray.experimental.internal_kv import _internal_kv_put
+        try:
+            import ray
+            from ray.experimental.internal_kv import _internal_kv_put
 
-        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        _internal_kv_put(self.key, pg.id.hex().encode(), overwrite=True, namespace=KV_NAMESPACE)
+            pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+            record = {"pg": pg.id.hex(), "controller": ray.get_runtime_context().get_actor_id()}
+            _internal_kv_put(self.key, json.dumps(record).encode(), overwrite=True, namespace=KV_NAMESPACE)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not record the training placement group (it is released only when "
+                        "Ray Train's controller shuts down or the job ends): %s", exc)
 
 
 def release(key: str) -> str | None:
     """On the driver, once ``fit()`` has returned or raised: the last placement group recorded
-    under ``key`` removed if Ray left it in place (the controller died), the record deleted.
-    Returns the removed group's id (hex), None when there was nothing to remove."""
+    under ``key`` removed if Ray left it in place because the controller that held it is dead, the
+    record deleted. A controller still alive (``fit()`` interrupted on the driver: it shuts its own
+    group down, or the job's end does) keeps its group. Returns the removed group's id (hex), None
+    when there was nothing to remove. Never raises: it runs in ``fit()``'s ``finally`` and must not
+    replace the exception that ended ``fit()``."""
+    try:
+        return _release(key)
+    except Exception as exc:  # noqa: BLE001  (the GCS away, or the connection gone: say so)
+        log.warning("could not check the training placement group recorded under %s: %s", key, exc)
+        return None
+
+
+def _release(key: str) -> str | None:
+    from ray._private.state import actors
     from ray._raylet import PlacementGroupID
     from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
@@ -60,12 +83,15 @@ def release(key: str) -> str | None:
     if raw is None:
         return None  # no worker group was started
     _internal_kv_del(key, namespace=KV_NAMESPACE)
-    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(raw.decode())))
+    record = json.loads(raw)
+    if actors(record["controller"]).get("State", "DEAD") != "DEAD":
+        return None  # alive (or restarting): the group is still the controller's to shut down
+    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(record["pg"])))
     if placement_group_table(pg).get("state") in (None, "REMOVED"):
         return None  # the controller shut its worker group down, as it does on success and on failure
     try:
         remove_placement_group(pg)
-    except Exception as exc:  # noqa: BLE001  (already gone meanwhile, or the GCS is away: say so)
+    except Exception as exc:  # noqa: BLE001  (already gone meanwhile)
         log.warning("could not remove training placement group %s left by Ray Train's controller: %s",
                     pg.id.hex(), exc)
         return None

@@ -35,9 +35,9 @@ class GenpipeTorchTrainer(TorchTrainer):
     def _create_default_callbacks(self):
         out = []
         for cb in super()._create_default_callbacks():
-            if isinstance(cb, PlacementGroupCleanerCallback):
+            if type(cb) is PlacementGroupCleanerCallback:  # Ray's own; a user's subclass (run_config.callbacks) stays
                 out.append(PlacementGroupGuard(self._pg_key))
-            elif isinstance(cb, DatasetsCallback) and not self.datasets:
+            elif type(cb) is DatasetsCallback and not self.datasets:
                 continue
             else:
                 out.append(cb)
