@@ -148,7 +148,8 @@ def pipeline_run(spec: JobSpec, ckpt: str, date: str = "2026-01-01", timeline: l
 
     def on_shard(out: dict) -> None:
         if timeline is not None:
-            timeline.append((time.perf_counter() - t, out["info"].rows, out["seconds"], out.get("cpu")))
+            timeline.append((time.perf_counter() - t, out["info"].rows, out["seconds"], out.get("cpu"),
+                             out.get("thread_cpu")))
 
     infos = sample_shards(spec, plan, ckpt, ctx, on_shard=on_shard)
     ctx.partition.publish(infos, provenance=ctx.provenance, spec_hash=ctx.spec_hash, code_version="bench",
@@ -617,12 +618,15 @@ def free_pipeline(spec: JobSpec, pool_path: str, timeline: list | None = None) -
 
 def _cpu_timed_encode_task(images: np.ndarray, shard, ctx) -> dict:
     """The pipeline's own encode task (``fanout._encode_task``, as the worker imports it), plus the
-    CPU seconds it took in that worker: what one shard costs inside the pipeline, start-up aside."""
+    CPU seconds it took in that worker: what one shard costs inside the pipeline, start-up aside.
+    ``cpu`` is the whole worker process's (the task's thread and Ray's own threads beside it),
+    ``thread_cpu`` the task's thread alone: the difference is what Ray's worker threads spend
+    meanwhile (the encoder and pyarrow's writer run on the calling thread; the ceiling checks it)."""
     from pipeline.sample import fanout
 
-    c = time.process_time()
+    c, th = time.process_time(), time.thread_time()
     out = fanout._encode_task(images, shard, ctx)
-    return dict(out, cpu=time.process_time() - c)
+    return dict(out, cpu=time.process_time() - c, thread_cpu=time.thread_time() - th)
 
 
 class FreePeerGen:
@@ -668,16 +672,18 @@ def _ceiling_init(pool_path: str, spec_json: dict, out: str) -> None:
                  job=spec.name)
 
 
-def _ceiling_shard(i: int) -> tuple[int, float, float, float]:
+def _ceiling_shard(i: int) -> tuple[int, float, float, float, float, float]:
     """One shard as the pipeline encodes it (build_table: ids, labels, seeds, PNGs with the pipeline's
     encoder) and writes it (parquet_io.parquet_bytes, the pipeline's writer options), to a local file:
-    no object store, no commit protocol, no manifest. Returns (rows, build s, parquet s, write s)."""
+    no object store, no commit protocol, no manifest. Returns (rows, build s, parquet s, write s,
+    process CPU s, this thread's CPU s)."""
     from pipeline.publish.parquet_io import parquet_bytes
     from pipeline.publish.schema import build_table
     from pipeline.sample.plan import image_ids
 
     plan = _CEIL["plan"]
     shard = plan.shard(i)
+    c, th = time.process_time(), time.thread_time()
     t0 = time.perf_counter()
     table = build_table(_CEIL["source"].slice(shard.start, shard.count), shard.labels, shard.seeds,
                         image_ids(_CEIL["job"], "2026-01-01", shard), i, class_names=[str(k) for k in range(10)],
@@ -688,7 +694,8 @@ def _ceiling_shard(i: int) -> tuple[int, float, float, float]:
     t2 = time.perf_counter()
     with open(os.path.join(_CEIL["out"], f"part-{i:05d}.parquet"), "wb") as f:
         f.write(data)
-    return shard.count, t1 - t0, t2 - t1, time.perf_counter() - t2
+    return (shard.count, t1 - t0, t2 - t1, time.perf_counter() - t2, time.process_time() - c,
+            time.thread_time() - th)
 
 
 def free_ceiling(spec: JobSpec, pool_path: str, out: Path, passes: int = 3) -> tuple[float, dict]:
@@ -716,9 +723,13 @@ def free_ceiling(spec: JobSpec, pool_path: str, out: Path, passes: int = 3) -> t
                 tot = np.sum([r[1:] for r in res], axis=0)
                 parts = {"build_table_s": round(tot[0], 2), "parquet_bytes_s": round(tot[1], 2),
                          "file_write_s": round(tot[2], 3)}
+                task_cpu = {"process": round(1e6 * tot[3] / plan.total, 1),
+                            "thread": round(1e6 * tot[4] / plan.total, 1)}
     shutil.rmtree(out, ignore_errors=True)
     return best, {"processes": cores, "shards": plan.num_shards, "task_seconds_summed": parts,
-                  "cpu_ms_per_1k_images": round(1e6 * cpu_best / plan.total, 1)}
+                  "cpu_ms_per_1k_images": round(1e6 * cpu_best / plan.total, 1),
+                  # inside the tasks (the fastest pass): the process's CPU and the calling thread's
+                  "task_cpu_ms_per_1k_images": task_cpu}
 
 
 def commit_overhead(spec: JobSpec, pool_path: str, out: Path, reps: int = 3) -> dict:
@@ -789,6 +800,10 @@ def _ray_init(num_cpus: int | None, num_gpus: int | None = None) -> None:
             time.sleep(5)
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
 def _free_best_of(spec: JobSpec, pool_path: str, reps: int, out: Path, cores: int) -> dict:
     """:func:`free_pipeline` ``reps`` times (a fresh output folder each), the fastest run's record:
     images/s end to end and steady, when the first shard was committed and the first encode task
@@ -805,12 +820,15 @@ def _free_best_of(spec: JobSpec, pool_path: str, reps: int, out: Path, cores: in
             best, tl_best, best_info, cpu_best = rate, tl, info, cm.seconds
     busy = sum(x[2] for x in tl_best)
     task_cpu = sum(x[3] or 0.0 for x in tl_best)
+    thread_cpu = sum(x[4] or 0.0 for x in tl_best)
     return {"img_per_s": round(best), "steady_img_per_s": round(_steady(tl_best) or 0),
             "first_shard_s": round(min(x[0] for x in tl_best), 2),
             # when the first encode task began: actor start-up + its first call + transfer
             "startup_s": round(min(x[0] - x[2] for x in tl_best), 2), **best_info,
             "encode_task_s_summed": round(busy, 2),
             "encode_task_cpu_ms_per_1k_images": round(1e6 * task_cpu / n, 1),
+            # of which the task's own thread (the rest: Ray's worker threads meanwhile)
+            "encode_task_thread_cpu_ms_per_1k_images": round(1e6 * thread_cpu / n, 1),
             "encode_busy": round(busy / (best_info["seconds"] * cores), 3),
             "cpu_ms_per_1k_images": {k: round(1e6 * v / n, 1) for k, v in cpu_best.items()}}
 
@@ -919,6 +937,14 @@ def free_generator_probe(work: Path, n: int, shard: int, reps: int = 2, light: b
                    # inside the encode tasks only (start-up, imports and Ray's machinery out)
                    encode_task_cpu_efficiency_vs_ceiling=cpu_eff(
                        {"tasks": main_["encode_task_cpu_ms_per_1k_images"]}),
+                   # the same, thread for thread (the ceiling's task thread against the encode
+                   # task's), and at 10xN: what the encode code itself costs on each side, Ray's
+                   # worker threads out
+                   encode_task_thread_cpu_vs_ceiling_thread=_ratio(
+                       cinfo["task_cpu_ms_per_1k_images"]["thread"], main_["encode_task_thread_cpu_ms_per_1k_images"]),
+                   encode_task_10n_thread_cpu_vs_ceiling_thread=_ratio(
+                       cinfo["task_cpu_ms_per_1k_images"]["thread"],
+                       n10["encode_task_thread_cpu_ms_per_1k_images"] if n10 else None),
                    pipeline_10n_cpu_efficiency_vs_ceiling=cpu_eff(n10["cpu_ms_per_1k_images"] if n10 else None),
                    peer_cpu_efficiency_vs_ceiling=cpu_eff(peer_cpu),
                    ceiling_img_per_s=round(ceiling), ceiling_cpu_ms_per_1k_images=ceil_cpu,
